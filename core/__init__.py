@@ -1,0 +1,1 @@
+"""Shared settings and domain types used by every Regulus layer."""

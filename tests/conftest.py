@@ -1,0 +1,101 @@
+"""Shared fixtures: real embedder, a real ingested store, a real OpenAI-compatible model server."""
+
+from __future__ import annotations
+
+import os
+
+# Everything must work offline: a hub download attempt fails the test instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.settings import Settings
+from generation.local_server import server_command
+from ingest.pipeline import Ingestor
+from retrieval.embedder import Embedder
+from retrieval.store import VectorStore
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "corpora" / "sample"
+GDPR = SAMPLE / "gdpr_consolidated.xhtml"
+EPRIVACY = SAMPLE / "eprivacy_consolidated.html"
+NIST = SAMPLE / "sp800-53r5-moderate-catalog.json"
+BREACH_QUESTION = (
+    "Within how many hours must a personal data breach be notified to the supervisory authority?"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with code {process.returncode} before serving {url}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout_s} s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    return Embedder(Settings().embed_model)
+
+
+def make_settings(data_dir: Path, **overrides: object) -> Settings:
+    """Settings for a test: its own data folder, no .env file or REGULUS_* variables leaking in."""
+    return Settings(_env_file=None, data_dir=data_dir, **overrides)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def ingested_dir(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Path:
+    """A data folder holding GDPR and the ePrivacy Directive, ingested once for the session."""
+    data_dir = tmp_path_factory.mktemp("ingested")
+    settings = make_settings(data_dir)
+    store = VectorStore(settings)
+    try:
+        report = Ingestor.from_settings(settings, store, embedder).run([GDPR, EPRIVACY])
+    finally:
+        store.close()
+    assert [outcome.error for outcome in report.documents] == [None, None]
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def llm_server() -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server with SmolLM2-135M: the CPU stand-in for vLLM."""
+    port = free_port()
+    process = subprocess.Popen(
+        server_command("127.0.0.1", port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/v1/models", process)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop(process)

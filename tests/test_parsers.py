@@ -1,0 +1,147 @@
+from pathlib import Path
+
+import pytest
+from unstructured.documents.elements import NarrativeText, Text, Title
+
+from ingest.errors import EmptyDocumentError, UnsupportedFormatError
+from ingest.parsers import document_id_for, parse_document, sections_from_elements
+from tests.conftest import EPRIVACY, NIST
+
+
+class TestStructureRules:
+    def test_regulation_headings_become_the_section_path(self) -> None:
+        sections = sections_from_elements(
+            [
+                Text("REGULATION (EU) 2016/679"),
+                Text("CHAPTER IV"),
+                Text("Controller and processor"),
+                Text("Section 2"),
+                Text("Security of personal data"),
+                Text("Article 33"),
+                Text("Notification of a personal data breach to the supervisory authority"),
+                Text("1."),
+                NarrativeText(
+                    "In the case of a personal data breach, the controller shall notify."
+                ),
+                Text("Article 34"),
+                Text("Communication of a personal data breach to the data subject"),
+                NarrativeText("The controller shall communicate the breach."),
+            ]
+        )
+        assert [s.path for s in sections] == [
+            ["Preamble"],
+            [
+                "Chapter IV — Controller and processor",
+                "Section 2 — Security of personal data",
+                "Article 33 — Notification of a personal data breach to the supervisory authority",
+            ],
+            [
+                "Chapter IV — Controller and processor",
+                "Section 2 — Security of personal data",
+                "Article 34 — Communication of a personal data breach to the data subject",
+            ],
+        ]
+        assert (
+            sections[1].text
+            == "1. In the case of a personal data breach, the controller shall notify."
+        )
+
+    def test_a_new_chapter_closes_the_previous_section_and_article(self) -> None:
+        sections = sections_from_elements(
+            [
+                Text("CHAPTER I"),
+                Text("Section 1"),
+                Text("Article 1"),
+                NarrativeText("One applies."),
+                Text("CHAPTER II"),
+                Text("Article 2"),
+                NarrativeText("Two applies."),
+            ]
+        )
+        assert [s.path for s in sections] == [
+            ["Chapter I", "Section 1", "Article 1"],
+            ["Chapter II", "Article 2"],
+        ]
+
+    def test_recitals_are_numbered_sections(self) -> None:
+        sections = sections_from_elements(
+            [
+                Text("Whereas:"),
+                NarrativeText("(1) The purpose of this Regulation is to improve the market."),
+                NarrativeText("(2) This Regulation should respect Union values."),
+                Text("CHAPTER I"),
+                Text("Article 1"),
+                NarrativeText("This Regulation lays down rules."),
+            ]
+        )
+        assert [s.path for s in sections] == [
+            ["Preamble"],
+            ["Recitals", "Recital 1"],
+            ["Recitals", "Recital 2"],
+            ["Chapter I", "Article 1"],
+        ]
+
+    def test_generic_titles_nest_by_depth(self) -> None:
+        policy = Title("Retention policy")
+        scope = Title("Scope")
+        scope.metadata.category_depth = 1
+        sections = sections_from_elements(
+            [policy, NarrativeText("Keep records."), scope, NarrativeText("All staff.")]
+        )
+        assert [s.path for s in sections] == [["Retention policy"], ["Retention policy", "Scope"]]
+
+
+class TestParseDocument:
+    def test_consolidated_eurlex_html(self) -> None:
+        document = parse_document(EPRIVACY, {"document_id": "eprivacy", "title": "ePrivacy"})
+        assert (document.document_id, document.title) == ("eprivacy", "ePrivacy")
+        paths = [" > ".join(section.path) for section in document.sections]
+        assert "Article 4 — Security of processing" in paths  # amendment markers removed
+        article_4 = document.sections[paths.index("Article 4 — Security of processing")]
+        assert article_4.text.startswith("1. The provider of a publicly available")
+        assert len(document.content_hash) == 64
+
+    def test_oscal_catalog_controls_and_enhancements(self) -> None:
+        document = parse_document(NIST)
+        by_path = {" > ".join(section.path): section for section in document.sections}
+        account_management = by_path["Access Control (AC) > AC-2 Account Management"]
+        assert "b. Assign account managers;" in account_management.text
+        assert "[Assignment: organization-defined prerequisites and criteria]" in (
+            account_management.text
+        )
+        assert "Discussion: Examples of system account types" in account_management.text
+        assert (
+            "Access Control (AC) > AC-2 Account Management > "
+            "AC-2(1) Automated System Account Management" in by_path
+        )
+
+    def test_markdown_headings(self, tmp_path: Path) -> None:
+        policy = tmp_path / "Records Policy.md"
+        policy.write_text("# Records policy\n\n## Retention\n\nKeep records for ten years.\n")
+        document = parse_document(policy)
+        assert document.document_id == "records-policy"
+        assert document.sections[-1].path == ["Records policy", "Retention"]
+        assert "ten years" in document.sections[-1].text
+
+    def test_unsupported_format_is_a_clear_error(self, tmp_path: Path) -> None:
+        sheet = tmp_path / "rules.xlsx"
+        sheet.write_bytes(b"PK\x03\x04")
+        with pytest.raises(UnsupportedFormatError, match=r"rules.xlsx: unsupported format .xlsx"):
+            parse_document(sheet)
+
+    def test_empty_file_is_a_clear_error(self, tmp_path: Path) -> None:
+        empty = tmp_path / "empty.txt"
+        empty.write_text("  \n")
+        with pytest.raises(EmptyDocumentError, match=r"empty\.txt: no text found"):
+            parse_document(empty)
+
+    def test_json_that_is_not_oscal_is_rejected(self, tmp_path: Path) -> None:
+        data = tmp_path / "data.json"
+        data.write_text('{"rows": []}')
+        with pytest.raises(UnsupportedFormatError, match="OSCAL"):
+            parse_document(data)
+
+    def test_document_ids_are_stable_slugs(self) -> None:
+        assert document_id_for(Path("/x/GDPR consolidated (2016).xhtml")) == (
+            "gdpr-consolidated-2016"
+        )
