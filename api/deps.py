@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from core.pipeline import QueryPipeline
+from core.pipeline import QueryPipeline, Services
+from retrieval.filters import Principal
 
 
 def get_pipeline(request: Request) -> QueryPipeline:
@@ -14,4 +15,10 @@ def get_pipeline(request: Request) -> QueryPipeline:
     return pipeline
 
 
+def get_principal(request: Request) -> Principal:
+    services: Services = request.app.state.services
+    return services.anonymous_principal()
+
+
 PipelineDep = Annotated[QueryPipeline, Depends(get_pipeline)]
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -5,11 +5,15 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from core.models import RetrievedChunk
+from retrieval.filters import SearchFilters
 
 
 class QueryRequest(BaseModel):
     question: str = Field(min_length=1, max_length=2000, description="The analyst's question.")
     top_k: int | None = Field(default=None, ge=1, le=50, description="Passages to retrieve.")
+    filters: SearchFilters | None = Field(
+        default=None, description="Restrict the documents searched."
+    )
 
 
 class CitationOut(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from core.pipeline import AnswerUnavailableError, Services
 from core.settings import get_settings
+from retrieval.filters import Principal, SearchFilters
 from retrieval.store import StoreUnavailableError
 
 app = typer.Typer(help="Regulus: cited answers from regulatory documents.", no_args_is_help=True)
@@ -71,11 +73,37 @@ def ingest(
 def ask(
     question: Annotated[str, typer.Argument(help="The question to answer.")],
     top_k: Annotated[int | None, typer.Option(min=1, max=50, help="Passages to retrieve.")] = None,
+    document: Annotated[list[str] | None, typer.Option(help="Only this document id.")] = None,
+    jurisdiction: Annotated[list[str] | None, typer.Option(help="Only this jurisdiction.")] = None,
+    regulator: Annotated[list[str] | None, typer.Option(help="Only this regulator.")] = None,
+    document_type: Annotated[
+        list[str] | None, typer.Option("--type", help="Only this document type.")
+    ] = None,
+    effective_from: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Effective on or after.")
+    ] = None,
+    effective_to: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Effective on or before.")
+    ] = None,
+    groups: Annotated[
+        str | None, typer.Option(help="Ask as a member of these groups (comma-separated).")
+    ] = None,
 ) -> None:
     """Answer a question from the indexed documents, with citations."""
+    filters = SearchFilters(
+        document_ids=document or None,
+        jurisdictions=jurisdiction or None,
+        regulators=regulator or None,
+        document_types=document_type or None,
+        effective_from=effective_from.date() if effective_from else None,
+        effective_to=effective_to.date() if effective_to else None,
+    )
     services = _services()
+    principal = services.anonymous_principal()
+    if groups is not None:
+        principal = Principal(subject="cli", groups=[g.strip() for g in groups.split(",") if g])
     try:
-        result = services.query_pipeline().run(question, top_k)
+        result = services.query_pipeline().run(question, principal, filters, top_k)
     except AnswerUnavailableError as error:
         console.print(f"[red]model unavailable:[/red] {error}")
         raise typer.Exit(3) from error

@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import enum
+
 from pydantic import BaseModel, Field
+
+
+class SearchMode(enum.StrEnum):
+    DENSE = "dense"
+    SPARSE = "sparse"
+    HYBRID = "hybrid"
+
+
+class DocumentFields(BaseModel):
+    """Document-level metadata that every chunk carries, so that filters run inside the store."""
+
+    document_id: str
+    document_title: str
+    jurisdiction: str | None = None
+    regulator: str | None = None
+    document_type: str | None = None
+    effective_date: dt.date | None = None
+    version: str | None = None
+    access_groups: list[str] = Field(
+        default_factory=list, description="Groups allowed to read it; empty: the default policy."
+    )
 
 
 class Section(BaseModel):
@@ -11,25 +35,26 @@ class Section(BaseModel):
     path: list[str] = Field(description="Headings from the document root, e.g. ['Chapter IV', ...]")
     text: str
     page: int | None = None
+    ref: str | None = Field(default=None, description="The rule or article id, e.g. '3.2.1'.")
+    chunk_id: str | None = Field(
+        default=None, description="Set by pre-split sources: keep the section as one chunk."
+    )
 
 
-class Document(BaseModel):
+class Document(DocumentFields):
     """A parsed source document, before chunking."""
 
-    document_id: str
-    title: str
     source: str
     content_hash: str
     sections: list[Section]
 
 
-class Chunk(BaseModel):
+class Chunk(DocumentFields):
     """The unit that is embedded, stored and cited."""
 
     chunk_id: str
-    document_id: str
-    document_title: str
     section: str = Field(description="The heading path joined with ' > '.")
+    section_ref: str | None = None
     text: str
     source: str
     content_hash: str

@@ -11,7 +11,9 @@ from generation.extractive import ExtractiveGenerator
 from generation.llm import OpenAICompatibleGenerator
 from generation.prompt import NOT_COVERED
 from retrieval.embedder import Embedder
-from retrieval.retriever import DenseRetriever
+from retrieval.filters import Principal, SearchFilters
+from retrieval.retriever import Retriever
+from retrieval.sparse import BM25Encoder
 from retrieval.store import VectorStore
 
 
@@ -29,12 +31,18 @@ class AnswerUnavailableError(RuntimeError):
 
 
 class QueryPipeline:
-    def __init__(self, retriever: DenseRetriever, generator: Generator) -> None:
+    def __init__(self, retriever: Retriever, generator: Generator) -> None:
         self.retriever = retriever
         self.generator = generator
 
-    def run(self, question: str, top_k: int | None = None) -> QueryResult:
-        passages = self.retriever.run(question, top_k)
+    def run(
+        self,
+        question: str,
+        principal: Principal,
+        filters: SearchFilters | None = None,
+        top_k: int | None = None,
+    ) -> QueryResult:
+        passages = self.retriever.run(question, principal, filters, top_k)
         if not passages:
             answer = Answer(text=NOT_COVERED, citations=[], model=self.generator.name)
         else:
@@ -68,8 +76,19 @@ class Services:
             )
         else:
             generator = ExtractiveGenerator(self.embedder)
-        retriever = DenseRetriever(self.store, self.embedder, top_k=settings.top_k)
+        retriever = Retriever(
+            self.store,
+            self.embedder,
+            BM25Encoder(settings.bm25_k1, settings.bm25_b, settings.bm25_average_length),
+            mode=settings.search_mode,
+            top_k=settings.top_k,
+            candidates=settings.search_candidates,
+        )
         return QueryPipeline(retriever, generator)
+
+    def anonymous_principal(self) -> Principal:
+        """The caller behind requests without credentials (and local CLI use)."""
+        return Principal(subject="anonymous", groups=self.settings.anonymous_groups)
 
     def close(self) -> None:
         self.store.close()

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.models import SearchMode
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REGULUS_", env_file=".env", extra="ignore")
@@ -33,6 +35,23 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(default=40, ge=0)
 
     top_k: int = Field(default=5, ge=1, le=50)
+    search_mode: SearchMode = SearchMode.HYBRID
+    search_candidates: int = Field(
+        default=50, ge=1, le=1000, description="Dense and sparse candidates fused per query."
+    )
+    bm25_k1: float = Field(default=1.2, gt=0)
+    bm25_b: float = Field(default=0.75, ge=0, le=1)
+    bm25_average_length: float = Field(
+        default=100.0, gt=0, description="Typical chunk length in terms, for length normalisation."
+    )
+
+    default_access_groups: list[str] = Field(
+        default=["public"],
+        description="Groups given to documents whose manifest names none: who may read them.",
+    )
+    anonymous_groups: list[str] = Field(
+        default=["public"], description="Groups of callers that present no credentials."
+    )
 
     llm_base_url: str | None = Field(
         default=None,

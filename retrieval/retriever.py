@@ -1,21 +1,51 @@
-"""Dense retriever: configure once, then `run(query, top_k)` returns ranked chunks."""
+"""The retriever: configure once, then `run(query, principal, filters)` returns ranked chunks."""
 
 from __future__ import annotations
 
-from core.models import RetrievedChunk
+from core.models import RetrievedChunk, SearchMode
 from retrieval.embedder import Embedder
+from retrieval.filters import Principal, SearchFilters, build_filter
+from retrieval.sparse import BM25Encoder
 from retrieval.store import VectorStore
 
 
-class DenseRetriever:
-    def __init__(self, store: VectorStore, embedder: Embedder, top_k: int = 5) -> None:
-        if top_k < 1:
-            raise ValueError("top_k must be at least 1")
+class Retriever:
+    """Dense, sparse (BM25) or hybrid search over the store, always filtered by access."""
+
+    def __init__(
+        self,
+        store: VectorStore,
+        embedder: Embedder,
+        sparse_encoder: BM25Encoder,
+        mode: SearchMode = SearchMode.HYBRID,
+        top_k: int = 5,
+        candidates: int = 50,
+    ) -> None:
+        if top_k < 1 or candidates < 1:
+            raise ValueError("top_k and candidates must be at least 1")
         self._store = store
         self._embedder = embedder
+        self._sparse_encoder = sparse_encoder
+        self.mode = SearchMode(mode)
         self.top_k = top_k
+        self.candidates = candidates
 
-    def run(self, query: str, top_k: int | None = None) -> list[RetrievedChunk]:
+    def run(
+        self,
+        query: str,
+        principal: Principal,
+        filters: SearchFilters | None = None,
+        top_k: int | None = None,
+    ) -> list[RetrievedChunk]:
         if not query.strip():
             raise ValueError("the query is empty")
-        return self._store.search(self._embedder.embed_one(query), limit=top_k or self.top_k)
+        dense = None if self.mode is SearchMode.SPARSE else self._embedder.embed_one(query)
+        sparse = None if self.mode is SearchMode.DENSE else self._sparse_encoder.encode_query(query)
+        limit = top_k or self.top_k
+        return self._store.search(
+            dense=dense,
+            sparse=sparse,
+            limit=limit,
+            query_filter=build_filter(principal, filters),
+            candidates=max(self.candidates, limit),
+        )

@@ -12,8 +12,17 @@ from core.models import Chunk, RetrievedChunk
 from core.settings import Settings
 
 DENSE_VECTOR = "dense"
+SPARSE_VECTOR = "sparse"
 # Fixed namespace so that chunk ids are the same on every machine and every run.
 CHUNK_ID_NAMESPACE = uuid.UUID("6f1c1d9e-54a3-4c1b-9a57-2d1f0e5b7c10")
+KEYWORD_FIELDS = (
+    "document_id",
+    "content_hash",
+    "jurisdiction",
+    "regulator",
+    "document_type",
+    "access_groups",
+)
 
 
 class StoreUnavailableError(RuntimeError):
@@ -24,19 +33,12 @@ def chunk_point_id(document_id: str, section: str, ordinal: int) -> str:
     return str(uuid.uuid5(CHUNK_ID_NAMESPACE, f"{document_id}\x1f{section}\x1f{ordinal}"))
 
 
-def _document_filter(document_id: str, content_hash: str | None = None) -> models.Filter:
-    must: list[models.Condition] = [
-        models.FieldCondition(key="document_id", match=models.MatchValue(value=document_id))
-    ]
-    if content_hash is not None:
-        must.append(
-            models.FieldCondition(key="content_hash", match=models.MatchValue(value=content_hash))
-        )
-    return models.Filter(must=must)
+def _match(key: str, value: str) -> models.FieldCondition:
+    return models.FieldCondition(key=key, match=models.MatchValue(value=value))
 
 
 class VectorStore:
-    """Chunks with their dense vectors in one Qdrant collection; the payload is the chunk itself."""
+    """Chunks with dense and sparse vectors in one Qdrant collection; the payload is the chunk."""
 
     def __init__(self, settings: Settings) -> None:
         self.collection = settings.collection
@@ -58,12 +60,14 @@ class VectorStore:
 
     def ensure_collection(self, dimension: int) -> None:
         if self._client.collection_exists(self.collection):
-            existing = self._client.get_collection(self.collection).config.params.vectors
-            size = existing[DENSE_VECTOR].size if isinstance(existing, dict) else None
-            if size != dimension:
+            params = self._client.get_collection(self.collection).config.params
+            dense = params.vectors.get(DENSE_VECTOR) if isinstance(params.vectors, dict) else None
+            sparse = (params.sparse_vectors or {}).get(SPARSE_VECTOR)
+            if dense is None or dense.size != dimension or sparse is None:
                 raise StoreUnavailableError(
-                    f"collection {self.collection!r} holds vectors of size {size}, the embedder "
-                    f"makes {dimension}: use another REGULUS_COLLECTION or re-create it"
+                    f"collection {self.collection!r} was built with other vectors than this "
+                    f"version makes ({DENSE_VECTOR!r} of size {dimension} and {SPARSE_VECTOR!r}): "
+                    "use another REGULUS_COLLECTION or delete the data folder and re-ingest"
                 )
             return
         self._client.create_collection(
@@ -71,30 +75,41 @@ class VectorStore:
             vectors_config={
                 DENSE_VECTOR: models.VectorParams(size=dimension, distance=models.Distance.COSINE)
             },
+            sparse_vectors_config={
+                SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
+            },
         )
         if self._embedded:
             return  # the embedded engine scans payloads and ignores indexes
-        for field in ("document_id", "content_hash"):
+        for field in KEYWORD_FIELDS:
             self._client.create_payload_index(
                 self.collection, field, field_schema=models.PayloadSchemaType.KEYWORD
             )
+        self._client.create_payload_index(
+            self.collection, "effective_date", field_schema=models.PayloadSchemaType.DATETIME
+        )
 
     def has_document(self, document_id: str, content_hash: str) -> bool:
         if not self._client.collection_exists(self.collection):
             return False
-        found = self._client.count(
-            self.collection, count_filter=_document_filter(document_id, content_hash), exact=True
+        document = models.Filter(
+            must=[_match("document_id", document_id), _match("content_hash", content_hash)]
         )
-        return found.count > 0
+        return self._client.count(self.collection, count_filter=document, exact=True).count > 0
 
-    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+    def upsert(
+        self,
+        chunks: Sequence[Chunk],
+        dense: np.ndarray,
+        sparse: Sequence[models.SparseVector],
+    ) -> None:
         points = [
             models.PointStruct(
                 id=chunk.chunk_id,
-                vector={DENSE_VECTOR: vector.tolist()},
-                payload=chunk.model_dump(),
+                vector={DENSE_VECTOR: dense_vector.tolist(), SPARSE_VECTOR: sparse_vector},
+                payload=chunk.model_dump(mode="json"),
             )
-            for chunk, vector in zip(chunks, vectors, strict=True)
+            for chunk, dense_vector, sparse_vector in zip(chunks, dense, sparse, strict=True)
         ]
         self._client.upsert(self.collection, points=points, wait=True)
 
@@ -104,32 +119,79 @@ class VectorStore:
             self.collection,
             points_selector=models.FilterSelector(
                 filter=models.Filter(
-                    must=_document_filter(document_id).must,
-                    must_not=[
-                        models.FieldCondition(
-                            key="content_hash", match=models.MatchValue(value=content_hash)
-                        )
-                    ],
+                    must=[_match("document_id", document_id)],
+                    must_not=[_match("content_hash", content_hash)],
                 )
             ),
             wait=True,
         )
+
+    def chunks(self, document_id: str | None = None) -> list[Chunk]:
+        """Every stored chunk (of one document), in id order."""
+        if not self._client.collection_exists(self.collection):
+            return []
+        selector = models.Filter(must=[_match("document_id", document_id)]) if document_id else None
+        chunks: list[Chunk] = []
+        offset: models.ExtendedPointId | None = None
+        while True:
+            points, offset = self._client.scroll(
+                self.collection,
+                scroll_filter=selector,
+                limit=1000,
+                offset=offset,
+                with_payload=True,
+                with_vectors=False,
+            )
+            chunks.extend(Chunk.model_validate(point.payload) for point in points)
+            if offset is None:
+                return chunks
 
     def count(self) -> int:
         if not self._client.collection_exists(self.collection):
             return 0
         return self._client.count(self.collection, exact=True).count
 
-    def search(self, vector: np.ndarray, limit: int) -> list[RetrievedChunk]:
+    def search(
+        self,
+        *,
+        dense: np.ndarray | None,
+        sparse: models.SparseVector | None,
+        limit: int,
+        query_filter: models.Filter,
+        candidates: int = 50,
+    ) -> list[RetrievedChunk]:
+        """Dense, sparse, or both fused by reciprocal rank when both are given."""
         if not self._client.collection_exists(self.collection):
             return []
-        response = self._client.query_points(
-            self.collection,
-            query=vector.tolist(),
-            using=DENSE_VECTOR,
-            limit=limit,
-            with_payload=True,
-        )
+        if dense is not None and sparse is not None:
+            response = self._client.query_points(
+                self.collection,
+                prefetch=[
+                    models.Prefetch(
+                        query=dense.tolist(),
+                        using=DENSE_VECTOR,
+                        limit=candidates,
+                        filter=query_filter,
+                    ),
+                    models.Prefetch(
+                        query=sparse, using=SPARSE_VECTOR, limit=candidates, filter=query_filter
+                    ),
+                ],
+                query=models.FusionQuery(fusion=models.Fusion.RRF),
+                limit=limit,
+                with_payload=True,
+            )
+        elif dense is not None or sparse is not None:
+            response = self._client.query_points(
+                self.collection,
+                query=dense.tolist() if dense is not None else sparse,
+                using=DENSE_VECTOR if dense is not None else SPARSE_VECTOR,
+                query_filter=query_filter,
+                limit=limit,
+                with_payload=True,
+            )
+        else:
+            raise ValueError("search needs a dense or a sparse query vector")
         return [
             RetrievedChunk(chunk=Chunk.model_validate(point.payload), score=point.score)
             for point in response.points

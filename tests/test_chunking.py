@@ -8,7 +8,7 @@ from retrieval.embedder import Embedder
 def document(*sections: Section) -> Document:
     return Document(
         document_id="reg",
-        title="Regulation",
+        document_title="Regulation",
         source="reg.html",
         content_hash="abc",
         sections=list(sections),

@@ -16,12 +16,8 @@ def ingest(
     store = VectorStore(settings)
     try:
         report = Ingestor.from_settings(settings, store, embedder).run(files)
-        hits = store.search(embedder.embed_one("records of processing"), limit=1000)
-        return (
-            [o.status.value for o in report.documents],
-            store.count(),
-            {h.chunk.chunk_id for h in hits},
-        )
+        ids = {chunk.chunk_id for chunk in store.chunks()}
+        return [o.status.value for o in report.documents], store.count(), ids
     finally:
         store.close()
 
@@ -54,7 +50,7 @@ class TestIngestor:
         status, count, _ = ingest(settings, embedder, [policy])
         store = VectorStore(settings)
         try:
-            texts = [h.chunk.text for h in store.search(embedder.embed_one("records"), limit=10)]
+            texts = [chunk.text for chunk in store.chunks("policy")]
         finally:
             store.close()
         assert status == ["ingested"]
@@ -98,7 +94,8 @@ class TestIngestor:
         store = VectorStore(settings)
         try:
             Ingestor.from_settings(settings, store, embedder).run(discover_files([docs]))
-            hit = store.search(embedder.embed_one("records"), limit=1)[0].chunk
+            hit = store.chunks()[0]
         finally:
             store.close()
         assert (hit.document_id, hit.document_title) == ("pol-7", "Policy 7")
+        assert hit.access_groups == ["public"]  # the default for documents that name none

@@ -1,10 +1,15 @@
+import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
 from unstructured.documents.elements import NarrativeText, Text, Title
 
-from ingest.errors import EmptyDocumentError, UnsupportedFormatError
+from ingest.chunking import Chunker
+from ingest.errors import EmptyDocumentError, IngestError, UnsupportedFormatError
+from ingest.manifest import Manifest, ManifestEntry
 from ingest.parsers import document_id_for, parse_document, sections_from_elements
+from retrieval.embedder import Embedder
 from tests.conftest import EPRIVACY, NIST
 
 
@@ -93,8 +98,10 @@ class TestStructureRules:
 
 class TestParseDocument:
     def test_consolidated_eurlex_html(self) -> None:
-        document = parse_document(EPRIVACY, {"document_id": "eprivacy", "title": "ePrivacy"})
-        assert (document.document_id, document.title) == ("eprivacy", "ePrivacy")
+        entry = ManifestEntry(document_id="eprivacy", title="ePrivacy", jurisdiction="EU")
+        document = parse_document(EPRIVACY, entry)
+        assert (document.document_id, document.document_title) == ("eprivacy", "ePrivacy")
+        assert document.jurisdiction == "EU"
         paths = [" > ".join(section.path) for section in document.sections]
         assert "Article 4 — Security of processing" in paths  # amendment markers removed
         article_4 = document.sections[paths.index("Article 4 — Security of processing")]
@@ -145,3 +152,65 @@ class TestParseDocument:
         assert document_id_for(Path("/x/GDPR consolidated (2016).xhtml")) == (
             "gdpr-consolidated-2016"
         )
+
+
+OBLIQA_DOCUMENTS = (
+    Path(__file__).resolve().parents[2] / "shared" / "corpora" / "obliqa" / "documents"
+)
+
+
+class TestObliQAPassages:
+    def test_synthetic_passages_keep_ids_refs_and_heading_path(self, tmp_path: Path) -> None:
+        passages = [
+            {"ID": "u1", "DocumentID": 9, "PassageID": "1.", "Passage": "INTRODUCTION"},
+            {"ID": "u2", "DocumentID": 9, "PassageID": "1.1", "Passage": "Jurisdiction"},
+            {"ID": "u3", "DocumentID": 9, "PassageID": "1.1.1", "Passage": ""},
+            {
+                "ID": "u4",
+                "DocumentID": 9,
+                "PassageID": "1.1.1.(1)",
+                "Passage": "The Rulebook applies to every Relevant Person.",
+            },
+        ]
+        source = tmp_path / "9.json"
+        source.write_text(json.dumps(passages))
+        document = parse_document(source)
+        assert document.document_title == "Document 9"
+        [section] = document.sections
+        assert (section.chunk_id, section.ref) == ("u4", "1.1.1.(1)")
+        assert section.path == ["1 INTRODUCTION", "1.1 Jurisdiction", "1.1.1.(1)"]
+
+    @pytest.mark.skipif(not OBLIQA_DOCUMENTS.is_dir(), reason="needs ../shared/corpora/obliqa")
+    def test_real_rulebook_passages_are_chunked_one_to_one(self, embedder: Embedder) -> None:
+        source = OBLIQA_DOCUMENTS / "1.json"
+        raw = json.loads(source.read_text())
+        document = parse_document(source)
+        chunker = Chunker(chunk_tokens=200, chunk_overlap=20, tokenizer=embedder.tokenize)
+        chunks = chunker.run(document)
+        by_id = {item["ID"]: item for item in raw}
+        assert (
+            document.document_title
+            == "Anti-Money Laundering and Sanctions Rules and Guidance (AML)"
+        )
+        assert len(chunks) > 300
+        for chunk in chunks:  # corpus ids and passage ids survive, so gold evidence matches 1:1
+            assert chunk.text == by_id[chunk.chunk_id]["Passage"].strip()
+            assert chunk.section_ref == by_id[chunk.chunk_id]["PassageID"]
+
+
+class TestManifest:
+    def test_defaults_apply_and_file_entries_override(self, tmp_path: Path) -> None:
+        (tmp_path / "manifest.yml").write_text(
+            '"*": {jurisdiction: EU, access_groups: [public]}\n'
+            "a.md: {title: A, access_groups: [legal], effective_date: 2018-05-25}\n"
+        )
+        manifest = Manifest.for_folder(tmp_path)
+        a, b = manifest.for_file("a.md"), manifest.for_file("b.md")
+        assert (a.title, a.jurisdiction, a.access_groups) == ("A", "EU", ["legal"])
+        assert a.effective_date == dt.date(2018, 5, 25)
+        assert (b.title, b.jurisdiction, b.access_groups) == (None, "EU", ["public"])
+
+    def test_unknown_fields_are_rejected_clearly(self, tmp_path: Path) -> None:
+        (tmp_path / "manifest.json").write_text('{"a.md": {"titel": "typo"}}')
+        with pytest.raises(IngestError, match="invalid metadata"):
+            Manifest.for_folder(tmp_path)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import PipelineDep
+from api.deps import CurrentPrincipal, PipelineDep
 from api.schemas import (
     CitationOut,
     ModelUnavailableResponse,
@@ -19,9 +19,9 @@ router = APIRouter(prefix="/v1", tags=["query"])
     operation_id="query",
     responses={503: {"model": ModelUnavailableResponse, "description": "Model server down"}},
 )
-def query(body: QueryRequest, pipeline: PipelineDep) -> QueryResponse:
-    """Answer a question from the indexed documents, citing the passages each sentence rests on."""
-    result = pipeline.run(body.question, body.top_k)
+def query(body: QueryRequest, pipeline: PipelineDep, principal: CurrentPrincipal) -> QueryResponse:
+    """Answer a question from the documents the caller may read, citing each sentence's passage."""
+    result = pipeline.run(body.question, principal, body.filters, body.top_k)
     return QueryResponse(
         answer=result.answer.text,
         citations=[CitationOut.model_validate(c.model_dump()) for c in result.answer.citations],

@@ -1,0 +1,54 @@
+"""Metadata filters and access control, compiled into one Qdrant filter.
+
+Access control runs inside the vector store query, so a chunk the caller may not read is never
+scored, returned, reranked or cited.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, Field
+from qdrant_client import models
+
+
+class Principal(BaseModel):
+    """Who is asking: access is granted when a document's groups and the caller's intersect."""
+
+    subject: str
+    groups: list[str] = Field(default_factory=list)
+
+
+class SearchFilters(BaseModel):
+    document_ids: list[str] | None = None
+    jurisdictions: list[str] | None = None
+    regulators: list[str] | None = None
+    document_types: list[str] | None = None
+    effective_from: dt.date | None = Field(default=None, description="Effective on or after.")
+    effective_to: dt.date | None = Field(default=None, description="Effective on or before.")
+
+
+def _any_of(key: str, values: list[str] | None) -> list[models.Condition]:
+    if values is None:
+        return []
+    return [models.FieldCondition(key=key, match=models.MatchAny(any=values))]
+
+
+def build_filter(principal: Principal, filters: SearchFilters | None = None) -> models.Filter:
+    filters = filters or SearchFilters()
+    must: list[models.Condition] = [
+        # A caller with no groups matches nothing: MatchAny over an empty list is never true.
+        models.FieldCondition(key="access_groups", match=models.MatchAny(any=principal.groups)),
+        *_any_of("document_id", filters.document_ids),
+        *_any_of("jurisdiction", filters.jurisdictions),
+        *_any_of("regulator", filters.regulators),
+        *_any_of("document_type", filters.document_types),
+    ]
+    if filters.effective_from or filters.effective_to:
+        must.append(
+            models.FieldCondition(
+                key="effective_date",
+                range=models.DatetimeRange(gte=filters.effective_from, lte=filters.effective_to),
+            )
+        )
+    return models.Filter(must=must)
