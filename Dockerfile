@@ -11,8 +11,9 @@ COPY api api
 COPY eval eval
 COPY corpora corpora
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
- && pip install --no-cache-dir .
-ENV HF_HUB_OFFLINE=1 UNSTRUCTURED_DISABLE_NOTICE=1 REGULUS_DATA_DIR=/data
+ && pip install --no-cache-dir . \
+ && pip install --no-cache-dir --no-deps unstructured-inference==1.6.14
+ENV HF_HUB_OFFLINE=1 UNSTRUCTURED_DISABLE_NOTICE=1 DO_NOT_TRACK=1 REGULUS_DATA_DIR=/data
 VOLUME /data
 EXPOSE 8000
 CMD ["regulus", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -11,6 +11,7 @@ SAMPLE_CORPUS ?= corpora/sample
 # Models come from installed packages; never wait on a model hub that may be unreachable.
 export HF_HUB_OFFLINE ?= 1
 export UNSTRUCTURED_DISABLE_NOTICE := 1
+export DO_NOT_TRACK := 1
 
 INSTALLED := $(VENV)/.installed
 LOCAL_LLM_INSTALLED := $(VENV)/.local-llm-installed
@@ -25,6 +26,9 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch is named first and pinned: the CPU build, never a multi-GB CUDA one.
 	$(BIN)/pip install --quiet torch==2.13.0 -e '.[dev]'
+	# Needed by unstructured's PDF module; its own requirements (timm, torchvision) would pull a
+	# CUDA torch and break imports, and the fast strategy never uses them.
+	$(BIN)/pip install --quiet --no-deps unstructured-inference==1.6.14
 	touch $@
 
 # The CPU model server standing in for vLLM. llama-cpp-python compiles on first install

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routes import health, query
+from api.routes import documents, health, ingest, query
 from api.schemas import ErrorDetail, ErrorResponse, ModelUnavailableResponse, PassageOut
 from core.pipeline import AnswerUnavailableError, Services
 from core.settings import Settings, get_settings
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 def _validation_message(error: RequestValidationError) -> str:
@@ -31,9 +35,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = Services(settings)
         app.state.services = services
         app.state.pipeline = services.query_pipeline()
+        # One ingestion job at a time, beside the request threads.
+        app.state.ingest_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
         try:
             yield
         finally:
+            app.state.ingest_worker.shutdown(wait=True, cancel_futures=True)
             services.close()
 
     app = FastAPI(
@@ -44,6 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(query.router)
+    app.include_router(documents.router)
+    app.include_router(ingest.router)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -51,6 +60,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             error=ErrorDetail(code="invalid_request", message=_validation_message(error))
         )
         return JSONResponse(status_code=422, content=body.model_dump())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = getattr(error, "code", None) or _HTTP_CODES.get(error.status_code, "http_error")
+        body = ErrorResponse(error=ErrorDetail(code=code, message=str(error.detail)))
+        return JSONResponse(status_code=error.status_code, content=body.model_dump())
 
     @app.exception_handler(AnswerUnavailableError)
     async def model_unavailable(_: Request, error: AnswerUnavailableError) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -9,13 +10,19 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from core.pipeline import AnswerUnavailableError, Services
 from core.settings import get_settings
+from eval.cli import app as eval_app
+from ingest.catalog import Job, JobDocument, JobStatus
+from ingest.manifest import Manifest
+from ingest.pipeline import discover_files
 from retrieval.filters import Principal, SearchFilters
 from retrieval.store import StoreUnavailableError
 
 app = typer.Typer(help="Regulus: cited answers from regulatory documents.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 console = Console(soft_wrap=True)  # quotes stay whole lines, easy to copy
 
 
@@ -27,46 +34,163 @@ def _services() -> Services:
         raise typer.Exit(2) from error
 
 
+def _job_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]ingest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _print_outcome(outcome: JobDocument) -> None:
+    console.print(
+        f"{outcome.status.value:>9}  {outcome.document_id}"
+        + (f"  ({outcome.chunks} chunks)" if outcome.chunks else "")
+        + (f"  [red]{outcome.error}[/red]" if outcome.error else ""),
+        highlight=False,
+    )
+
+
+def _run_job(services: Services, files: list[Path], run: Callable[..., Job]) -> Job:
+    with _job_progress() as progress:
+        task = progress.add_task("", total=len(files))
+
+        def advance(outcome: JobDocument) -> None:
+            _print_outcome(outcome)
+            progress.advance(task)
+
+        job = run(on_document=advance)
+    counts = job.counts
+    console.print(
+        f"job {job.job_id}: {job.status.value}; {counts['ingested']} ingested, "
+        f"{counts['unchanged']} unchanged, {counts['failed']} failed; "
+        f"{services.store.count()} chunks in the store"
+    )
+    return job
+
+
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to ingest.", exists=True)],
+    manifest: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Metadata for every file (JSON/YAML)."),
+    ] = None,
+    prune: Annotated[
+        bool, typer.Option(help="Also delete documents whose files are gone from these folders.")
+    ] = False,
 ) -> None:
     """Parse, chunk, embed and store documents; unchanged documents are skipped."""
-    from ingest.pipeline import DocumentOutcome, DocumentStatus, Ingestor, discover_files
-
     files = list(discover_files(paths))
+    metadata = None
+    if manifest:
+        loaded = Manifest.load(manifest)
+        metadata = {path: loaded.for_file(path.name) for path in files}
     services = _services()
     try:
-        ingestor = Ingestor.from_settings(services.settings, services.store, services.embedder)
-        with Progress(
-            TextColumn("[bold]ingest"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=console,
-        ) as progress:
-            task = progress.add_task("", total=len(files))
+        ingestor = services.ingestor()
+        job = _run_job(services, files, lambda **kw: ingestor.run(files, metadata=metadata, **kw))
+        if prune:
+            for folder in (p for p in paths if p.is_dir()):
+                for document_id in ingestor.prune(folder):
+                    console.print(f"   pruned  {document_id}")
+    finally:
+        services.close()
+    if job.status is not JobStatus.SUCCEEDED:
+        raise typer.Exit(1)
 
-            def advance(outcome: DocumentOutcome) -> None:
-                progress.console.print(
-                    f"{outcome.status.value:>9}  {outcome.document_id}"
-                    + (f"  ({outcome.chunks} chunks)" if outcome.chunks else "")
-                    + (f"  [red]{outcome.error}[/red]" if outcome.error else "")
-                )
-                progress.advance(task)
 
-            report = ingestor.run(files, on_document=advance)
-        console.print(
-            f"{report.count(DocumentStatus.INGESTED)} ingested, "
-            f"{report.count(DocumentStatus.UNCHANGED)} unchanged, "
-            f"{report.count(DocumentStatus.FAILED)} failed; "
-            f"{services.store.count()} chunks in the store"
+@app.command()
+def reindex(
+    document_ids: Annotated[
+        list[str] | None, typer.Argument(help="Documents to re-parse (default: all).")
+    ] = None,
+) -> None:
+    """Re-parse documents from their sources in place, keeping their ids."""
+    services = _services()
+    try:
+        ingestor = services.ingestor()
+        known = [d.document_id for d in services.catalog.documents()]
+        missing = sorted(set(document_ids or []) - set(known))
+        if missing:
+            console.print(f"[red]error:[/red] unknown documents: {', '.join(missing)}")
+            raise typer.Exit(2)
+        targets = document_ids or known
+        job = _run_job(
+            services, [Path(t) for t in targets], lambda **kw: ingestor.reindex(targets, **kw)
         )
     finally:
         services.close()
-    if report.count(DocumentStatus.FAILED):
+    if job.status is not JobStatus.SUCCEEDED:
         raise typer.Exit(1)
+
+
+@app.command()
+def delete(document_id: Annotated[str, typer.Argument(help="The document to remove.")]) -> None:
+    """Remove a document and all its chunks."""
+    services = _services()
+    try:
+        deleted = services.ingestor().delete(document_id)
+    finally:
+        services.close()
+    if not deleted:
+        console.print(f"[red]error:[/red] no document {document_id!r}")
+        raise typer.Exit(2)
+    console.print(f"deleted {document_id}")
+
+
+@app.command()
+def documents() -> None:
+    """List the ingested documents."""
+    services = _services()
+    try:
+        records = services.catalog.documents()
+    finally:
+        services.close()
+    table = Table("document", "title", "chunks", "groups", "ingested")
+    for r in records:
+        table.add_row(
+            r.document_id,
+            r.title,
+            str(r.chunks),
+            ",".join(r.access_groups),
+            r.ingested_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    console.print(table)
+
+
+@app.command()
+def jobs(
+    job_id: Annotated[str | None, typer.Argument(help="Show this job's documents.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Jobs to list.")] = 20,
+) -> None:
+    """List ingestion jobs with their progress, or one job in detail."""
+    services = _services()
+    try:
+        found = [services.catalog.job(job_id)] if job_id else services.catalog.jobs(limit)
+    finally:
+        services.close()
+    if job_id and found[0] is None:
+        console.print(f"[red]error:[/red] no job {job_id!r}")
+        raise typer.Exit(2)
+    table = Table("job", "status", "by", "created", "progress", "ingested", "unchanged", "failed")
+    for job in (j for j in found if j is not None):
+        table.add_row(
+            job.job_id,
+            job.status.value,
+            job.requested_by,
+            job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{job.done}/{job.total}",
+            str(job.counts["ingested"]),
+            str(job.counts["unchanged"]),
+            str(job.counts["failed"]),
+        )
+    console.print(table)
+    if job_id and found[0] is not None:
+        for document in found[0].documents:
+            _print_outcome(document)
 
 
 @app.command()

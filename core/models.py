@@ -39,6 +39,10 @@ class Section(BaseModel):
     chunk_id: str | None = Field(
         default=None, description="Set by pre-split sources: keep the section as one chunk."
     )
+    table_header: str | None = Field(default=None, description="A table's header row.")
+    table_rows: list[str] | None = Field(
+        default=None, description="A table's body rows: chunks split between rows, never inside."
+    )
 
 
 class Document(DocumentFields):

@@ -1,15 +1,19 @@
-"""The one query pipeline (retrieval, then generation) shared by the API, the CLI and evaluation."""
+"""The one query pipeline (retrieval, then generation) shared by the API, the CLI and evaluation,
+and `Services`: the long-lived components every entry point builds from settings."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel
 
-from core.models import Answer, RetrievedChunk
+from core.db import make_engine, make_session_factory
+from core.models import Answer, RetrievedChunk, SearchMode
 from core.settings import Settings
 from generation.base import Generator, ModelUnavailableError
 from generation.extractive import ExtractiveGenerator
 from generation.llm import OpenAICompatibleGenerator
 from generation.prompt import NOT_COVERED
+from ingest.catalog import Catalog
+from ingest.pipeline import Ingestor
 from retrieval.embedder import Embedder
 from retrieval.filters import Principal, SearchFilters
 from retrieval.retriever import Retriever
@@ -54,12 +58,16 @@ class QueryPipeline:
 
 
 class Services:
-    """The long-lived components built from settings: one store handle and one embedder."""
+    """One SQL engine, one vector store handle and one embedder per process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
         self.settings = settings
+        self.engine = make_engine(settings)
+        self.catalog = Catalog(make_session_factory(self.engine))
         self.store = VectorStore(settings)
-        self.embedder = Embedder(settings.embed_model, batch_size=settings.embed_batch_size)
+        self.embedder = embedder or Embedder(
+            settings.embed_model, batch_size=settings.embed_batch_size
+        )
 
     def query_pipeline(self) -> QueryPipeline:
         settings = self.settings
@@ -76,15 +84,22 @@ class Services:
             )
         else:
             generator = ExtractiveGenerator(self.embedder)
-        retriever = Retriever(
+        return QueryPipeline(self.retriever(), generator)
+
+    def retriever(self, mode: SearchMode | None = None) -> Retriever:
+        """The configured retriever; `mode` overrides the search mode (e.g. for a BM25 baseline)."""
+        settings = self.settings
+        return Retriever(
             self.store,
             self.embedder,
             BM25Encoder(settings.bm25_k1, settings.bm25_b, settings.bm25_average_length),
-            mode=settings.search_mode,
+            mode=mode or settings.search_mode,
             top_k=settings.top_k,
             candidates=settings.search_candidates,
         )
-        return QueryPipeline(retriever, generator)
+
+    def ingestor(self) -> Ingestor:
+        return Ingestor.from_settings(self.settings, self.store, self.catalog, self.embedder)
 
     def anonymous_principal(self) -> Principal:
         """The caller behind requests without credentials (and local CLI use)."""
@@ -92,3 +107,4 @@ class Services:
 
     def close(self) -> None:
         self.store.close()
+        self.engine.dispose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.models import SearchMode
@@ -23,6 +23,11 @@ class Settings(BaseSettings):
         description="A Qdrant server URL; unset means the embedded store under data_dir.",
     )
     qdrant_api_key: str | None = None
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL (e.g. postgresql+psycopg://...); unset: SQLite in data_dir.",
+    )
+    max_file_mb: float = Field(default=100.0, gt=0, description="Larger files are refused.")
     collection: str = "regulus"
 
     embed_model: str = Field(
@@ -45,6 +50,10 @@ class Settings(BaseSettings):
         default=100.0, gt=0, description="Typical chunk length in terms, for length normalisation."
     )
 
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for admin routes (ingestion, deletion); unset: they are closed.",
+    )
     default_access_groups: list[str] = Field(
         default=["public"],
         description="Groups given to documents whose manifest names none: who may read them.",
@@ -64,7 +73,7 @@ class Settings(BaseSettings):
     llm_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     llm_max_retries: int = Field(default=2, ge=0)
 
-    @field_validator("llm_base_url", "qdrant_url", mode="before")
+    @field_validator("llm_base_url", "qdrant_url", "database_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -24,9 +24,25 @@ class Chunker:
     ) -> None:
         if chunk_overlap >= chunk_tokens:
             raise ValueError("chunk_overlap must be smaller than chunk_tokens")
+        self._chunk_tokens = chunk_tokens
+        self._count = lambda text: len(tokenizer(text))
         self._splitter = SentenceSplitter(
             chunk_size=chunk_tokens, chunk_overlap=chunk_overlap, tokenizer=tokenizer
         )
+
+    def _table_chunks(self, table_header: str, rows: list[str], header: str) -> list[str]:
+        """Rows packed up to the budget, each chunk under the repeated header row."""
+        budget = self._chunk_tokens - self._count(header) - self._count(table_header)
+        chunks: list[list[str]] = [[]]
+        used = 0
+        for row in rows:
+            size = self._count(row) + 1
+            if chunks[-1] and used + size > budget:
+                chunks.append([])
+                used = 0
+            chunks[-1].append(row)
+            used += size
+        return ["\n".join([table_header, *chunk]) for chunk in chunks if chunk]
 
     def run(self, document: Document) -> list[Chunk]:
         chunks: list[Chunk] = []
@@ -38,7 +54,12 @@ class Chunker:
             if section.chunk_id:  # pre-split sources keep their passages and ids
                 texts, ids = [section.text], [section.chunk_id]
             else:
-                texts = self._splitter.split_text_metadata_aware(section.text, metadata_str=header)
+                if section.table_rows is not None and section.table_header is not None:
+                    texts = self._table_chunks(section.table_header, section.table_rows, header)
+                else:
+                    texts = self._splitter.split_text_metadata_aware(
+                        section.text, metadata_str=header
+                    )
                 ids = [
                     chunk_point_id(document.document_id, section_name, ordinal)
                     for ordinal in range(len(texts))

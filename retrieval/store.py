@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -29,6 +31,25 @@ class StoreUnavailableError(RuntimeError):
     pass
 
 
+class _Serialized:
+    """Embedded Qdrant keeps plain Python state: one call at a time across threads."""
+
+    def __init__(self, client: QdrantClient) -> None:
+        self._client = client
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attribute(*args, **kwargs)
+
+        return locked
+
+
 def chunk_point_id(document_id: str, section: str, ordinal: int) -> str:
     return str(uuid.uuid5(CHUNK_ID_NAMESPACE, f"{document_id}\x1f{section}\x1f{ordinal}"))
 
@@ -50,7 +71,8 @@ class VectorStore:
                 )
             else:
                 settings.qdrant_path.mkdir(parents=True, exist_ok=True)
-                self._client = QdrantClient(path=str(settings.qdrant_path))
+                embedded = QdrantClient(path=str(settings.qdrant_path))
+                self._client = cast(QdrantClient, _Serialized(embedded))
         except RuntimeError as error:  # the embedded store allows one process at a time
             raise StoreUnavailableError(
                 f"the embedded vector store at {settings.qdrant_path} is in use by another Regulus "
@@ -112,6 +134,17 @@ class VectorStore:
             for chunk, dense_vector, sparse_vector in zip(chunks, dense, sparse, strict=True)
         ]
         self._client.upsert(self.collection, points=points, wait=True)
+
+    def delete_document(self, document_id: str) -> int:
+        """Remove every chunk of a document; returns how many there were."""
+        if not self._client.collection_exists(self.collection):
+            return 0
+        document = models.Filter(must=[_match("document_id", document_id)])
+        found = self._client.count(self.collection, count_filter=document, exact=True).count
+        self._client.delete(
+            self.collection, points_selector=models.FilterSelector(filter=document), wait=True
+        )
+        return found
 
     def delete_other_versions(self, document_id: str, content_hash: str) -> None:
         """Remove the chunks of a document that do not belong to its current version."""

@@ -7,21 +7,22 @@ import os
 # Everything must work offline: a hub download attempt fails the test instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
+from core.pipeline import Services
 from core.settings import Settings
 from generation.local_server import server_command
-from ingest.pipeline import Ingestor
 from retrieval.embedder import Embedder
-from retrieval.store import VectorStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "corpora" / "sample"
@@ -61,6 +62,15 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
+@contextmanager
+def services_for(settings: Settings, embedder: Embedder) -> Iterator[Services]:
+    services = Services(settings, embedder=embedder)
+    try:
+        yield services
+    finally:
+        services.close()
+
+
 @pytest.fixture(scope="session")
 def embedder() -> Embedder:
     return Embedder(Settings().embed_model)
@@ -75,13 +85,9 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
 def ingested_dir(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Path:
     """A data folder holding GDPR and the ePrivacy Directive, ingested once for the session."""
     data_dir = tmp_path_factory.mktemp("ingested")
-    settings = make_settings(data_dir)
-    store = VectorStore(settings)
-    try:
-        report = Ingestor.from_settings(settings, store, embedder).run([GDPR, EPRIVACY])
-    finally:
-        store.close()
-    assert [outcome.error for outcome in report.documents] == [None, None]
+    with services_for(make_settings(data_dir), embedder) as services:
+        job = services.ingestor().run([GDPR, EPRIVACY])
+    assert [document.error for document in job.documents] == [None, None]
     return data_dir
 
 

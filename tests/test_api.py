@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,7 +91,9 @@ class TestServedOverHttp:
             "REGULUS_DATA_DIR": str(ingested_dir),
             "REGULUS_LLM_BASE_URL": llm_server,
             "REGULUS_LLM_MODEL": LOCAL_MODEL_ALIAS,
-            "REGULUS_LLM_MAX_TOKENS": "96",
+            "REGULUS_LLM_MAX_TOKENS": "64",
+            "REGULUS_TOP_K": "3",
+            "REGULUS_LLM_TIMEOUT_S": "300",
         }
         server = subprocess.Popen(
             [sys.executable, "-m", "core.cli", "serve", "--port", str(port)],
@@ -101,7 +104,7 @@ class TestServedOverHttp:
         try:
             wait_for_http(f"http://127.0.0.1:{port}/healthz", server)
             response = httpx.post(
-                f"http://127.0.0.1:{port}/v1/query", json={"question": BREACH_QUESTION}, timeout=120
+                f"http://127.0.0.1:{port}/v1/query", json={"question": BREACH_QUESTION}, timeout=600
             )
         finally:
             stop(server)
@@ -112,3 +115,91 @@ class TestServedOverHttp:
         assert any("Article 33" in p["section"] for p in body["passages"])
         passage_ids = {p["chunk_id"] for p in body["passages"]}
         assert {c["chunk_id"] for c in body["citations"]} <= passage_ids
+
+
+ADMIN = {"Authorization": "Bearer s3cret-admin-token"}
+
+
+def wait_for_job(client: TestClient, job_id: str, timeout_s: float = 120) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/ingest/jobs/{job_id}", headers=ADMIN).json()
+        if job["status"] not in ("queued", "running"):
+            return job  # type: ignore[no-any-return]
+        time.sleep(0.2)
+    raise TimeoutError(f"job {job_id} still running")
+
+
+@pytest.mark.integration
+class TestIngestAndDocumentRoutes:
+    def test_admin_uploads_a_job_and_documents_follow_access(self, tmp_path: Path) -> None:
+        manifest = '"*": {jurisdiction: ADGM}\nboard.md: {access_groups: [board]}\n'
+        files = [
+            ("files", ("rules.md", b"# Rules\n\nA firm must keep records for six years.\n")),
+            ("files", ("board.md", b"# Board\n\nThe board approved the Zephyr merger.\n")),
+            ("files", ("empty.txt", b"")),
+            ("manifest", ("manifest.yaml", manifest.encode())),
+        ]
+        with client_for(tmp_path, admin_token="s3cret-admin-token") as client:
+            created = client.post("/v1/ingest/jobs", files=files, headers=ADMIN)
+            assert created.status_code == 202
+            job = wait_for_job(client, created.json()["job_id"])
+            listed = client.get("/v1/documents").json()
+            board = client.get("/v1/documents/board")
+            rules = client.get("/v1/documents/rules").json()
+            answer = client.post("/v1/query", json={"question": "What did the board approve?"})
+            deleted = client.delete("/v1/documents/rules", headers=ADMIN)
+            after = client.get("/v1/documents/rules")
+        assert job["status"] == "completed_with_errors"
+        assert job["counts"] == {
+            "pending": 0,
+            "ingested": 2,
+            "unchanged": 0,
+            "failed": 1,
+            "deleted": 0,
+        }
+        failed = [d for d in job["documents"] if d["status"] == "failed"]  # type: ignore[attr-defined]
+        assert failed[0]["error"] == "empty.txt: no text found"
+        assert [d["document_id"] for d in listed] == ["rules"]  # board.md is restricted
+        assert board.status_code == 404
+        assert rules["metadata"]["jurisdiction"] == "ADGM"
+        assert "Zephyr" not in answer.text
+        assert deleted.status_code == 204
+        assert after.status_code == 404
+
+    @pytest.mark.parametrize(
+        ("token", "headers", "status", "code"),
+        [
+            (None, ADMIN, 403, "admin_disabled"),
+            ("s3cret-admin-token", {}, 401, "unauthorized"),
+            ("s3cret-admin-token", {"Authorization": "Bearer wrong"}, 401, "unauthorized"),
+        ],
+    )
+    def test_admin_routes_refuse_everyone_else(
+        self, tmp_path: Path, token: str | None, headers: dict[str, str], status: int, code: str
+    ) -> None:
+        with client_for(tmp_path, admin_token=token) as client:
+            responses = [
+                client.get("/v1/ingest/jobs", headers=headers),
+                client.post(
+                    "/v1/ingest/jobs", files=[("files", ("a.md", b"# A"))], headers=headers
+                ),
+                client.delete("/v1/documents/anything", headers=headers),
+            ]
+        for response in responses:
+            assert response.status_code == status
+            assert response.json()["error"]["code"] == code
+
+    def test_unknown_job_and_invalid_manifest(self, tmp_path: Path) -> None:
+        with client_for(tmp_path, admin_token="s3cret-admin-token") as client:
+            missing = client.get("/v1/ingest/jobs/nope", headers=ADMIN)
+            bad = client.post(
+                "/v1/ingest/jobs",
+                files=[
+                    ("files", ("a.md", b"# A\n\nText.\n")),
+                    ("manifest", ("m.json", b'{"a.md": {"titel": "x"}}')),
+                ],
+                headers=ADMIN,
+            )
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        assert bad.status_code == 422 and "invalid metadata" in bad.json()["error"]["message"]

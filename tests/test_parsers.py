@@ -1,5 +1,6 @@
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,33 @@ class TestManifest:
         (tmp_path / "manifest.json").write_text('{"a.md": {"titel": "typo"}}')
         with pytest.raises(IngestError, match="invalid metadata"):
             Manifest.for_folder(tmp_path)
+
+
+PDF_FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+class TestPdf:
+    def test_headings_pages_and_page_furniture(self) -> None:
+        document = parse_document(PDF_FIXTURES / "rulebook.pdf")
+        paths = {" > ".join(s.path) for s in document.sections}
+        assert "Chapter 1 — General provisions > Article 3 — Fees payable to the Authority" in paths
+        fees = [s for s in document.sections if s.ref == "Article 3"]
+        assert [s.page for s in fees] == sorted({s.page for s in fees})  # one part per page
+        assert len(fees) >= 2 and fees[0].page == 2
+        text = "\n".join(s.text for s in document.sections)
+        assert "MOCK FINANCIAL AUTHORITY" not in text  # running header dropped
+        assert "Page 3" not in text  # footer dropped
+
+    @pytest.mark.parametrize(
+        ("content", "message"),
+        [
+            (lambda pdf: pdf[: len(pdf) // 2], "not a readable PDF (EOF marker not found)"),
+            (lambda pdf: b"This is text, not a PDF.", "not a readable PDF"),
+            (lambda pdf: b"", "not a readable PDF (Cannot read an empty file)"),
+        ],
+    )
+    def test_damaged_pdfs_fail_clearly(self, tmp_path: Path, content, message: str) -> None:  # type: ignore[no-untyped-def]
+        broken = tmp_path / "broken.pdf"
+        broken.write_bytes(content((PDF_FIXTURES / "rulebook.pdf").read_bytes()))
+        with pytest.raises(IngestError, match=re.escape(f"broken.pdf: {message}")):
+            parse_document(broken)

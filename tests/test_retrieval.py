@@ -3,13 +3,12 @@ from pathlib import Path
 import pytest
 
 from core.models import SearchMode
-from ingest.pipeline import Ingestor
 from retrieval.embedder import Embedder
 from retrieval.filters import Principal, SearchFilters
 from retrieval.retriever import Retriever
 from retrieval.sparse import BM25Encoder, terms
 from retrieval.store import VectorStore
-from tests.conftest import make_settings
+from tests.conftest import make_settings, services_for
 
 PUBLIC = Principal(subject="analyst", groups=["public"])
 
@@ -58,11 +57,8 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> P
         (docs / name).write_text(text)
     (docs / "manifest.yaml").write_text(MANIFEST)
     settings = make_settings(tmp_path_factory.mktemp("data"))
-    store = VectorStore(settings)
-    try:
-        Ingestor.from_settings(settings, store, embedder).run(sorted(docs.glob("*.md")))
-    finally:
-        store.close()
+    with services_for(settings, embedder) as services:
+        services.ingestor().run(sorted(docs.glob("*.md")))
     return settings.data_dir
 
 

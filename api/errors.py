@@ -1,0 +1,11 @@
+"""One error body for every failure: {"error": {"code", "message"}}."""
+
+from __future__ import annotations
+
+from fastapi import HTTPException
+
+
+class ApiError(HTTPException):
+    def __init__(self, status_code: int, code: str, message: str) -> None:
+        super().__init__(status_code=status_code, detail=message)
+        self.code = code

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from api.deps import AdminPrincipal, CurrentPrincipal, ServicesDep
+from api.errors import ApiError
+from ingest.catalog import DocumentRecord
+from retrieval.filters import Principal
+
+router = APIRouter(prefix="/v1/documents", tags=["documents"])
+
+
+def _visible(record: DocumentRecord, principal: Principal) -> bool:
+    return bool(set(record.access_groups) & set(principal.groups))
+
+
+@router.get("", operation_id="list_documents")
+def list_documents(
+    services: ServicesDep,
+    principal: CurrentPrincipal,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[DocumentRecord]:
+    """The documents the caller may read."""
+    visible = [r for r in services.catalog.documents() if _visible(r, principal)]
+    return visible[offset : offset + limit]
+
+
+@router.get("/{document_id}", operation_id="get_document")
+def get_document(
+    document_id: str, services: ServicesDep, principal: CurrentPrincipal
+) -> DocumentRecord:
+    record = services.catalog.document(document_id)
+    if record is None or not _visible(record, principal):  # never reveal what exists
+        raise ApiError(404, "not_found", f"no document {document_id!r}")
+    return record
+
+
+@router.delete(
+    "/{document_id}", operation_id="delete_document", status_code=status.HTTP_204_NO_CONTENT
+)
+def delete_document(document_id: str, services: ServicesDep, _admin: AdminPrincipal) -> None:
+    """Remove a document and every chunk of it (admins)."""
+    if not services.ingestor().delete(document_id):
+        raise ApiError(404, "not_found", f"no document {document_id!r}")

@@ -1,0 +1,120 @@
+"""Ingestion throughput, measured side by side in one run on the same files:
+
+1. Regulus end to end (parse, chunk, dense + sparse vectors, embedded Qdrant, SQL catalog);
+2. the raw embedder alone on exactly the texts Regulus embedded (the ceiling);
+3. a plain llama-index IngestionPipeline (SentenceSplitter, HuggingFaceEmbedding, QdrantVectorStore)
+   over the same parsed sections.
+
+Run: .venv/bin/python benchmarks/ingest.py [--obliqa-docs N] [--skip-baseline]
+(needs `pip install -e '.[bench]'` for the baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+
+from core.pipeline import Services
+from core.settings import Settings
+from ingest.parsers import parse_document
+from ingest.pipeline import discover_files
+from retrieval.embedder import resolve_model_location
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def regulus_run(files: list[Path], data_dir: Path) -> tuple[float, int, list[str], Services]:
+    services = Services(Settings(_env_file=None, data_dir=data_dir))  # type: ignore[call-arg]
+    started = time.perf_counter()
+    job = services.ingestor().run(files, requested_by="benchmark")
+    elapsed = time.perf_counter() - started
+    failed = [d.error for d in job.documents if d.error]
+    if failed:
+        raise SystemExit(f"ingestion failed: {failed[:3]}")
+    texts = [chunk.embedding_text() for chunk in services.store.chunks()]
+    return elapsed, sum(d.chunks for d in job.documents), texts, services
+
+
+def llama_index_run(
+    files: list[Path], data_dir: Path, model: str, chunk_tokens: int
+) -> tuple[float, int]:
+    from llama_index.core import Document
+    from llama_index.core.ingestion import IngestionPipeline
+    from llama_index.core.node_parser import SentenceSplitter
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(path=str(data_dir))
+    pipeline = IngestionPipeline(
+        transformations=[
+            SentenceSplitter(chunk_size=chunk_tokens, chunk_overlap=40),
+            HuggingFaceEmbedding(model_name=resolve_model_location(model)),
+        ],
+        vector_store=QdrantVectorStore(client=client, collection_name="baseline"),
+    )
+    started = time.perf_counter()
+    documents = [
+        Document(text=section.text, metadata={"section": " > ".join(section.path)})
+        for path in files
+        for section in parse_document(path).sections
+    ]
+    nodes = pipeline.run(documents=documents)
+    elapsed = time.perf_counter() - started
+    client.close()
+    return elapsed, len(nodes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--obliqa", type=Path, default=ROOT.parent / "shared/corpora/obliqa/documents"
+    )
+    parser.add_argument("--obliqa-docs", type=int, default=40, help="How many ObliQA documents.")
+    parser.add_argument("--sample", type=Path, default=ROOT / "corpora/sample")
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+
+    obliqa = sorted(discover_files([args.obliqa]), key=lambda p: int(p.stem))[: args.obliqa_docs]
+    files = obliqa + list(discover_files([args.sample]))
+    print(f"{len(files)} files: {len(obliqa)} ObliQA documents + the sample corpus")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        elapsed, chunks, texts, services = regulus_run(files, Path(tmp) / "regulus")
+        print(
+            f"regulus    {elapsed:8.1f} s  {len(files) / elapsed:6.2f} docs/s  "
+            f"{chunks / elapsed:7.1f} chunks/s  ({chunks} chunks)  peak RSS {peak_rss_mb():.0f} MB"
+        )
+        started = time.perf_counter()
+        services.embedder.embed(texts)
+        raw = time.perf_counter() - started
+        services.close()
+        print(f"embedder   {raw:8.1f} s  {len(texts) / raw:7.1f} chunks/s on the same texts")
+        print(
+            f"end-to-end / raw embedder throughput: {(chunks / elapsed) / (len(texts) / raw):.2f}"
+        )
+        if not args.skip_baseline:
+            settings = Settings(_env_file=None)  # type: ignore[call-arg]
+            base_elapsed, nodes = llama_index_run(
+                files, Path(tmp) / "baseline", settings.embed_model, 254
+            )
+            print(
+                f"llama-index {base_elapsed:7.1f} s  {len(files) / base_elapsed:6.2f} docs/s  "
+                f"{nodes / base_elapsed:7.1f} nodes/s  ({nodes} nodes)"
+            )
+            print(f"speed-up over llama-index (documents/s): {base_elapsed / elapsed:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Benchmark indexes: built once per (corpus files, index settings), reused only if both match."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from core.pipeline import Services
+from core.settings import Settings
+from ingest.catalog import Job, JobStatus
+from ingest.parsers import content_hash
+from ingest.pipeline import ProgressCallback, discover_files
+from retrieval.embedder import Embedder
+
+# Settings that change what the index holds; anything else (top_k, LLM...) can vary freely.
+INDEX_SETTINGS = (
+    "embed_model",
+    "chunk_tokens",
+    "chunk_overlap",
+    "bm25_k1",
+    "bm25_b",
+    "bm25_average_length",
+    "default_access_groups",
+)
+COMPLETE_MARKER = "index.json"
+
+
+def index_fingerprint(files: list[Path], settings: Settings) -> str:
+    description = {
+        "files": sorted((path.name, content_hash(path)) for path in files),
+        "settings": {name: getattr(settings, name) for name in INDEX_SETTINGS},
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare_index(
+    corpus: Path,
+    settings: Settings,
+    embedder: Embedder,
+    on_document: ProgressCallback | None = None,
+) -> tuple[Settings, Job | None]:
+    """Settings pointing at an index of `corpus`; ingests only when no complete match exists.
+
+    An interrupted build has no completion marker, so the next run resumes it (documents already
+    committed are skipped by content hash).
+    """
+    files = list(discover_files([corpus]))
+    if not files:
+        raise FileNotFoundError(f"no supported documents under {corpus}")
+    fingerprint = index_fingerprint(files, settings)
+    index_dir = settings.data_dir / "eval-indexes" / fingerprint
+    index_settings = settings.model_copy(
+        update={"data_dir": index_dir, "qdrant_url": None, "database_url": None}
+    )
+    marker = index_dir / COMPLETE_MARKER
+    if marker.is_file():
+        return index_settings, None
+    services = Services(index_settings, embedder=embedder)
+    try:
+        job = services.ingestor().run(files, requested_by="eval", on_document=on_document)
+        chunks = services.store.count()
+    finally:
+        services.close()
+    if job.status is not JobStatus.SUCCEEDED:
+        failed = [d for d in job.documents if d.error]
+        raise RuntimeError(f"{len(failed)} corpus documents failed: {failed[0].error}")
+    marker.write_text(json.dumps({"corpus": str(corpus), "files": len(files), "chunks": chunks}))
+    return index_settings, job

@@ -1,0 +1,254 @@
+"""What is ingested (documents) and how it got there (jobs), in the SQL store.
+
+A document row is written only after all its chunks are in the vector store and its older
+version's chunks are gone, so the row is the commit point: a job killed mid-document leaves no row
+(or the old one), and a rerun ingests that document again. Chunk ids are deterministic, so the
+rerun overwrites whatever the killed run wrote: no duplicates, no orphans.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, sessionmaker
+
+from core.db import Base, UTCDateTime
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+
+
+class DocumentStatus(enum.StrEnum):
+    PENDING = "pending"
+    INGESTED = "ingested"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+    DELETED = "deleted"
+
+
+class DocumentRow(Base):
+    __tablename__ = "documents"
+
+    document_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    chunks: Mapped[int] = mapped_column(Integer)
+    access_groups: Mapped[list[str]] = mapped_column(JSON)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    ingested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class JobRow(Base):
+    __tablename__ = "ingest_jobs"
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(32), default=JobStatus.QUEUED.value)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    error: Mapped[str | None] = mapped_column(Text)
+    documents: Mapped[list[JobDocumentRow]] = relationship(
+        order_by="JobDocumentRow.position", cascade="all, delete-orphan"
+    )
+
+
+class JobDocumentRow(Base):
+    __tablename__ = "ingest_job_documents"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("ingest_jobs.job_id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    document_id: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(32), default=DocumentStatus.PENDING.value)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+
+
+class DocumentRecord(BaseModel):
+    document_id: str
+    title: str
+    source: str
+    content_hash: str
+    chunks: int
+    access_groups: list[str]
+    metadata: dict[str, Any]
+    ingested_at: dt.datetime
+
+
+class JobDocument(BaseModel):
+    source: str
+    document_id: str | None
+    status: DocumentStatus
+    chunks: int
+    error: str | None
+    duration_ms: float | None
+
+
+class Job(BaseModel):
+    job_id: str
+    status: JobStatus
+    requested_by: str
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    error: str | None
+    total: int
+    done: int
+    counts: dict[str, int]
+    documents: list[JobDocument]
+
+
+def _job_view(row: JobRow) -> Job:
+    documents = [
+        JobDocument(
+            source=d.source,
+            document_id=d.document_id,
+            status=DocumentStatus(d.status),
+            chunks=d.chunks,
+            error=d.error,
+            duration_ms=d.duration_ms,
+        )
+        for d in row.documents
+    ]
+    counts = {status.value: 0 for status in DocumentStatus}
+    for document in documents:
+        counts[document.status.value] += 1
+    return Job(
+        job_id=row.job_id,
+        status=JobStatus(row.status),
+        requested_by=row.requested_by,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        error=row.error,
+        total=len(documents),
+        done=len(documents) - counts[DocumentStatus.PENDING.value],
+        counts=counts,
+        documents=documents,
+    )
+
+
+class Catalog:
+    """Document and job records; every method is one short transaction."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    # documents
+
+    def document(self, document_id: str) -> DocumentRecord | None:
+        with self._sessions() as session:
+            row = session.get(DocumentRow, document_id)
+            return _document_view(row) if row else None
+
+    def documents(self) -> list[DocumentRecord]:
+        with self._sessions() as session:
+            rows = session.scalars(select(DocumentRow).order_by(DocumentRow.document_id))
+            return [_document_view(row) for row in rows]
+
+    def save_document(self, record: DocumentRecord) -> None:
+        with self._sessions.begin() as session:
+            session.merge(
+                DocumentRow(
+                    document_id=record.document_id,
+                    title=record.title,
+                    source=record.source,
+                    content_hash=record.content_hash,
+                    chunks=record.chunks,
+                    access_groups=record.access_groups,
+                    metadata_=record.metadata,
+                    ingested_at=record.ingested_at,
+                )
+            )
+
+    def forget_document(self, document_id: str) -> None:
+        with self._sessions.begin() as session:
+            row = session.get(DocumentRow, document_id)
+            if row:
+                session.delete(row)
+
+    # jobs
+
+    def create_job(self, sources: list[str], requested_by: str) -> str:
+        job_id = str(uuid.uuid4())
+        with self._sessions.begin() as session:
+            session.add(
+                JobRow(
+                    job_id=job_id,
+                    requested_by=requested_by,
+                    documents=[
+                        JobDocumentRow(position=n, source=source)
+                        for n, source in enumerate(sources)
+                    ],
+                )
+            )
+        return job_id
+
+    def start_job(self, job_id: str) -> None:
+        with self._sessions.begin() as session:
+            row = session.get_one(JobRow, job_id)
+            row.status, row.started_at = JobStatus.RUNNING.value, _now()
+
+    def record_document(self, job_id: str, position: int, outcome: JobDocument) -> None:
+        with self._sessions.begin() as session:
+            row = session.get_one(JobDocumentRow, (job_id, position))
+            row.document_id = outcome.document_id
+            row.status = outcome.status.value
+            row.chunks = outcome.chunks
+            row.error = outcome.error
+            row.duration_ms = outcome.duration_ms
+
+    def finish_job(self, job_id: str, error: str | None = None) -> Job:
+        with self._sessions.begin() as session:
+            row = session.get_one(JobRow, job_id)
+            failed = sum(d.status == DocumentStatus.FAILED.value for d in row.documents)
+            if error:
+                row.status = JobStatus.FAILED.value
+            elif failed:
+                row.status = JobStatus.COMPLETED_WITH_ERRORS.value
+            else:
+                row.status = JobStatus.SUCCEEDED.value
+            row.error, row.finished_at = error, _now()
+            return _job_view(row)
+
+    def job(self, job_id: str) -> Job | None:
+        with self._sessions() as session:
+            row = session.get(JobRow, job_id)
+            return _job_view(row) if row else None
+
+    def jobs(self, limit: int = 20, offset: int = 0) -> list[Job]:
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(JobRow).order_by(JobRow.created_at.desc()).limit(limit).offset(offset)
+            )
+            return [_job_view(row) for row in rows]
+
+
+def _document_view(row: DocumentRow) -> DocumentRecord:
+    return DocumentRecord(
+        document_id=row.document_id,
+        title=row.title,
+        source=row.source,
+        content_hash=row.content_hash,
+        chunks=row.chunks,
+        access_groups=row.access_groups,
+        metadata=row.metadata_,
+        ingested_at=row.ingested_at,
+    )
