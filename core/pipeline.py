@@ -18,7 +18,7 @@ from retrieval.embedder import Embedder
 from retrieval.filters import Principal, SearchFilters
 from retrieval.retriever import Retriever
 from retrieval.sparse import BM25Encoder
-from retrieval.store import VectorStore
+from retrieval.store import open_vector_store
 
 
 class QueryResult(BaseModel):
@@ -64,7 +64,7 @@ class Services:
         self.settings = settings
         self.engine = make_engine(settings)
         self.catalog = Catalog(make_session_factory(self.engine))
-        self.store = VectorStore(settings)
+        self.store = open_vector_store(settings)
         self.embedder = embedder or Embedder(
             settings.embed_model, batch_size=settings.embed_batch_size
         )

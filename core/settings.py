@@ -80,7 +80,8 @@ class Settings(BaseSettings):
 
     @property
     def qdrant_path(self) -> Path:
-        return self.data_dir / "qdrant"
+        """The embedded engine's folder (unused with a Qdrant server)."""
+        return self.data_dir / "vectors"
 
 
 @lru_cache

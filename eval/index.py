@@ -24,12 +24,15 @@ INDEX_SETTINGS = (
     "default_access_groups",
 )
 COMPLETE_MARKER = "index.json"
+# Bumped whenever what an index holds or how it is stored changes.
+INDEX_FORMAT = 2
 
 
 def index_fingerprint(files: list[Path], settings: Settings) -> str:
     description = {
         "files": sorted((path.name, content_hash(path)) for path in files),
         "settings": {name: getattr(settings, name) for name in INDEX_SETTINGS},
+        "format": INDEX_FORMAT,
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
 

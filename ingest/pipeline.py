@@ -129,6 +129,7 @@ class Ingestor:
         except Exception as error:
             self._catalog.finish_job(job_id, error=f"{type(error).__name__}: {error}")
             raise
+        self._store.optimize()
         return self._catalog.finish_job(job_id)
 
     def _ingest_one(self, path: Path, entry: ManifestEntry, force: bool) -> JobDocument:

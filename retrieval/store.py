@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Protocol
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -25,29 +24,11 @@ KEYWORD_FIELDS = (
     "document_type",
     "access_groups",
 )
+DATE_FIELDS = ("effective_date",)
 
 
 class StoreUnavailableError(RuntimeError):
     pass
-
-
-class _Serialized:
-    """Embedded Qdrant keeps plain Python state: one call at a time across threads."""
-
-    def __init__(self, client: QdrantClient) -> None:
-        self._client = client
-        self._lock = threading.RLock()
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._client, name)
-        if not callable(attribute):
-            return attribute
-
-        def locked(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                return attribute(*args, **kwargs)
-
-        return locked
 
 
 def chunk_point_id(document_id: str, section: str, ordinal: int) -> str:
@@ -58,27 +39,52 @@ def _match(key: str, value: str) -> models.FieldCondition:
     return models.FieldCondition(key=key, match=models.MatchValue(value=value))
 
 
-class VectorStore:
-    """Chunks with dense and sparse vectors in one Qdrant collection; the payload is the chunk."""
+class VectorStore(Protocol):
+    """Chunks with dense and sparse vectors; the payload is the chunk itself.
+
+    Two deployments behind one contract: a Qdrant server (`QdrantServerStore`) and Qdrant's
+    engine embedded in the process (`retrieval.edge_store.EdgeVectorStore`, the default).
+    """
+
+    def ensure_collection(self, dimension: int) -> None: ...
+    def has_document(self, document_id: str, content_hash: str) -> bool: ...
+    def upsert(
+        self, chunks: Sequence[Chunk], dense: np.ndarray, sparse: Sequence[models.SparseVector]
+    ) -> None: ...
+    def delete_document(self, document_id: str) -> int: ...
+    def delete_other_versions(self, document_id: str, content_hash: str) -> None: ...
+    def chunks(self, document_id: str | None = None) -> list[Chunk]: ...
+    def count(self) -> int: ...
+    def search(
+        self,
+        *,
+        dense: np.ndarray | None,
+        sparse: models.SparseVector | None,
+        limit: int,
+        query_filter: models.Filter,
+        candidates: int = 50,
+    ) -> list[RetrievedChunk]: ...
+    def optimize(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def open_vector_store(settings: Settings) -> VectorStore:
+    """A Qdrant server when REGULUS_QDRANT_URL is set, else the embedded engine in data_dir."""
+    if settings.qdrant_url:
+        return QdrantServerStore(settings)
+    from retrieval.edge_store import EdgeVectorStore
+
+    return EdgeVectorStore(settings.qdrant_path)
+
+
+class QdrantServerStore:
+    """The store on a Qdrant server, through qdrant-client."""
 
     def __init__(self, settings: Settings) -> None:
+        if not settings.qdrant_url:
+            raise ValueError("QdrantServerStore needs REGULUS_QDRANT_URL")
         self.collection = settings.collection
-        self._embedded = not settings.qdrant_url
-        try:
-            if settings.qdrant_url:
-                self._client = QdrantClient(
-                    url=settings.qdrant_url, api_key=settings.qdrant_api_key
-                )
-            else:
-                settings.qdrant_path.mkdir(parents=True, exist_ok=True)
-                embedded = QdrantClient(path=str(settings.qdrant_path))
-                self._client = cast(QdrantClient, _Serialized(embedded))
-        except RuntimeError as error:  # the embedded store allows one process at a time
-            raise StoreUnavailableError(
-                f"the embedded vector store at {settings.qdrant_path} is in use by another Regulus "
-                "process (e.g. `regulus serve`); stop it, or run a Qdrant server and set "
-                "REGULUS_QDRANT_URL"
-            ) from error
+        self._client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
 
     def ensure_collection(self, dimension: int) -> None:
         if self._client.collection_exists(self.collection):
@@ -101,15 +107,14 @@ class VectorStore:
                 SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
             },
         )
-        if self._embedded:
-            return  # the embedded engine scans payloads and ignores indexes
         for field in KEYWORD_FIELDS:
             self._client.create_payload_index(
                 self.collection, field, field_schema=models.PayloadSchemaType.KEYWORD
             )
-        self._client.create_payload_index(
-            self.collection, "effective_date", field_schema=models.PayloadSchemaType.DATETIME
-        )
+        for field in DATE_FIELDS:
+            self._client.create_payload_index(
+                self.collection, field, field_schema=models.PayloadSchemaType.DATETIME
+            )
 
     def has_document(self, document_id: str, content_hash: str) -> bool:
         if not self._client.collection_exists(self.collection):
@@ -229,6 +234,9 @@ class VectorStore:
             RetrievedChunk(chunk=Chunk.model_validate(point.payload), score=point.score)
             for point in response.points
         ]
+
+    def optimize(self) -> None:
+        """The server optimizes in the background."""
 
     def close(self) -> None:
         self._client.close()

@@ -7,7 +7,7 @@ from retrieval.embedder import Embedder
 from retrieval.filters import Principal, SearchFilters
 from retrieval.retriever import Retriever
 from retrieval.sparse import BM25Encoder, terms
-from retrieval.store import VectorStore
+from retrieval.store import open_vector_store
 from tests.conftest import make_settings, services_for
 
 PUBLIC = Principal(subject="analyst", groups=["public"])
@@ -64,7 +64,7 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> P
 
 @pytest.fixture
 def search(store_dir: Path, embedder: Embedder):  # type: ignore[no-untyped-def]
-    store = VectorStore(make_settings(store_dir))
+    store = open_vector_store(make_settings(store_dir))
 
     def run(
         query: str,
