@@ -21,6 +21,8 @@ class CitationOut(BaseModel):
     document_id: str
     document_title: str
     section: str
+    section_path: str
+    page: int | None
     chunk_id: str
     quote: str
 
@@ -31,6 +33,7 @@ class PassageOut(BaseModel):
     document_id: str
     document_title: str
     section: str
+    section_path: str
     page: int | None
     score: float
     text: str
@@ -45,6 +48,7 @@ class PassageOut(BaseModel):
                 document_id=p.chunk.document_id,
                 document_title=p.chunk.document_title,
                 section=p.chunk.section,
+                section_path=p.chunk.section_path or p.chunk.section,
                 page=p.chunk.page,
                 score=p.score,
                 text=p.chunk.text,

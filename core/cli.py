@@ -237,7 +237,8 @@ def ask(
     console.print()
     for citation in result.answer.citations:
         console.print(
-            f"[bold][{citation.n}][/bold] {citation.document_title} — {citation.section}",
+            f"[bold][{citation.n}][/bold] {citation.document_title} — {citation.section_path}"
+            + (f", page {citation.page}" if citation.page else ""),
             highlight=False,
         )
         console.print(f"    “{citation.quote}”", style="dim", highlight=False)

@@ -58,6 +58,9 @@ class Chunk(DocumentFields):
 
     chunk_id: str
     section: str = Field(description="The heading path joined with ' > '.")
+    section_path: str = Field(
+        default="", description="The heading path down to the paragraphs covered: '... > (1)–(2)'."
+    )
     section_ref: str | None = None
     text: str
     source: str
@@ -83,6 +86,8 @@ class Citation(BaseModel):
     document_id: str
     document_title: str
     section: str
+    section_path: str = Field(description="Down to the paragraphs: '... > Article 33 > (1)'.")
+    page: int | None = None
     chunk_id: str
     quote: str = Field(description="The span of the passage that backs the cited sentence.")
 

@@ -17,6 +17,7 @@ from core.settings import get_settings
 from eval.datasets import DatasetFormat, PassageIndex, load_questions
 from eval.index import prepare_index
 from eval.retrieval import RetrievalScores, run_questions, score
+from eval.splits import is_training_question
 from ingest.pipeline import discover_files
 from retrieval.embedder import Embedder
 from retrieval.filters import Principal
@@ -56,6 +57,10 @@ def retrieval(
     groups: Annotated[
         str | None, typer.Option(help="Groups to search as (default: the documents' default).")
     ] = None,
+    heldout_only: Annotated[
+        bool,
+        typer.Option(help="Leave out the ObliQA dev half the project's models train on."),
+    ] = False,
 ) -> None:
     """Recall@k, MAP@k, nDCG@k, MRR and latency of the configured retriever, beside plain BM25."""
     settings = get_settings()
@@ -72,7 +77,12 @@ def retrieval(
     passage_index = PassageIndex(discover_files([corpus]))
     fmt, loaded = load_questions(questions, dataset_format, passage_index)
     excluded = _read_ids(exclude_ids or [])
-    selected = [q for q in loaded if q.question_id not in excluded][:limit]
+    selected = [
+        q
+        for q in loaded
+        if q.question_id not in excluded
+        and not (heldout_only and is_training_question(q.question_id))
+    ][:limit]
     unresolved = sum(not q.gold_ids for q in selected)
     console.print(
         f"{len(selected)} {fmt.value} questions"

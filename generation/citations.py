@@ -70,6 +70,8 @@ def make_citation(number: int, chunk: Chunk, quote: str) -> Citation:
         document_id=chunk.document_id,
         document_title=chunk.document_title,
         section=chunk.section,
+        section_path=chunk.section_path or chunk.section,
+        page=chunk.page,
         chunk_id=chunk.chunk_id,
         quote=quote,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
 from collections.abc import Callable
 
 from llama_index.core.node_parser import SentenceSplitter
@@ -47,6 +49,9 @@ class Chunker:
     def run(self, document: Document) -> list[Chunk]:
         chunks: list[Chunk] = []
         fields = document.model_dump(exclude={"sections"})
+        # A section can come in parts (one per PDF page, text around a table): ordinals continue
+        # across the parts so that chunk ids stay unique.
+        ordinals: dict[str, int] = defaultdict(int)
         for section in document.sections:
             section_name = SECTION_SEPARATOR.join(section.path)
             # The header is embedded with every chunk, so it takes its share of the budget.
@@ -60,20 +65,44 @@ class Chunker:
                     texts = self._splitter.split_text_metadata_aware(
                         section.text, metadata_str=header
                     )
+                texts = [text for text in texts if text.strip()]
+                start = ordinals[section_name]
+                ordinals[section_name] += len(texts)
                 ids = [
-                    chunk_point_id(document.document_id, section_name, ordinal)
-                    for ordinal in range(len(texts))
+                    chunk_point_id(document.document_id, section_name, start + n)
+                    for n in range(len(texts))
                 ]
-            chunks.extend(
-                Chunk(
-                    **fields,
-                    chunk_id=chunk_id,
-                    section=section_name,
-                    section_ref=section.ref,
-                    text=text,
-                    page=section.page,
+            carried: str | None = None
+            for chunk_id, text in zip(ids, texts, strict=True):
+                label, carried = paragraph_label(text, carried)
+                chunks.append(
+                    Chunk(
+                        **fields,
+                        chunk_id=chunk_id,
+                        section=section_name,
+                        section_path=f"{section_name}{SECTION_SEPARATOR}{label}"
+                        if label
+                        else section_name,
+                        section_ref=section.ref,
+                        text=text,
+                        page=section.page,
+                    )
                 )
-                for chunk_id, text in zip(ids, texts, strict=True)
-                if text.strip()
-            )
         return chunks
+
+
+_PARAGRAPH_START = re.compile(r"^\(?(\d{1,3})[.)]\s", re.MULTILINE)
+
+
+def paragraph_label(text: str, carried: str | None) -> tuple[str | None, str | None]:
+    """'(1)' or '(2)–(4)': the numbered paragraphs a chunk covers, and the last one for the next.
+
+    A chunk that starts inside a paragraph (after a split) belongs to the one carried over.
+    """
+    numbers = _PARAGRAPH_START.findall(text)
+    if carried and not _PARAGRAPH_START.match(text):
+        numbers.insert(0, carried)
+    if not numbers:
+        return None, carried
+    first, last = numbers[0], numbers[-1]
+    return (f"({first})" if first == last else f"({first})–({last})"), last

@@ -1,7 +1,7 @@
 import pytest
 
 from core.models import Document, Section
-from ingest.chunking import Chunker
+from ingest.chunking import Chunker, paragraph_label
 from retrieval.embedder import Embedder
 
 
@@ -48,3 +48,27 @@ class TestChunker:
     def test_rejects_overlap_not_smaller_than_budget(self, embedder: Embedder) -> None:
         with pytest.raises(ValueError, match="chunk_overlap"):
             Chunker(chunk_tokens=50, chunk_overlap=50, tokenizer=embedder.tokenize)
+
+
+class TestParagraphLabels:
+    def test_labels_follow_numbered_paragraphs_across_splits(self) -> None:
+        assert paragraph_label("1. First.\n2. Second.", None) == ("(1)–(2)", "2")
+        assert paragraph_label("continues the second paragraph.\n3. Third.", "2") == (
+            "(2)–(3)",
+            "3",
+        )
+        assert paragraph_label("still the third.", "3") == ("(3)", "3")
+        assert paragraph_label("No numbering here.", None) == (None, None)
+
+    def test_section_path_names_the_paragraphs(self, embedder: Embedder) -> None:
+        text = "1. The controller shall notify.\n2. The processor shall inform the controller."
+        chunker = Chunker(chunk_tokens=200, chunk_overlap=8, tokenizer=embedder.tokenize)
+        [chunk] = chunker.run(document(Section(path=["Chapter IV", "Article 33"], text=text)))
+        assert chunk.section_path == "Chapter IV > Article 33 > (1)–(2)"
+
+    def test_parts_of_one_section_get_distinct_ids(self, embedder: Embedder) -> None:
+        chunker = Chunker(chunk_tokens=64, chunk_overlap=8, tokenizer=embedder.tokenize)
+        parts = [Section(path=["Article 3"], text=f"Text on page {n}.", page=n) for n in (2, 3)]
+        chunks = chunker.run(document(*parts))
+        assert len({c.chunk_id for c in chunks}) == 2
+        assert [c.page for c in chunks] == [2, 3]
