@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services(settings)
+        services.serve_queries()
         app.state.services = services
         app.state.pipeline = services.query_pipeline()
         # One ingestion job at a time, beside the request threads.

@@ -223,6 +223,7 @@ def ask(
         effective_to=effective_to.date() if effective_to else None,
     )
     services = _services()
+    services.serve_queries()
     principal = services.anonymous_principal()
     if groups is not None:
         principal = Principal(subject="cli", groups=[g.strip() for g in groups.split(",") if g])

@@ -3,11 +3,14 @@ and `Services`: the long-lived components every entry point builds from settings
 
 from __future__ import annotations
 
+from functools import cached_property
+
+import torch
 from pydantic import BaseModel
 
 from core.db import make_engine, make_session_factory
 from core.models import Answer, RetrievedChunk, SearchMode
-from core.settings import Settings
+from core.settings import BUILTIN_RERANKER, Settings
 from generation.base import Generator, ModelUnavailableError
 from generation.extractive import ExtractiveGenerator
 from generation.llm import OpenAICompatibleGenerator
@@ -16,9 +19,18 @@ from ingest.catalog import Catalog
 from ingest.pipeline import Ingestor
 from retrieval.embedder import Embedder
 from retrieval.filters import Principal, SearchFilters
+from retrieval.reranker import DEFAULT_RERANKER_PATH, CrossEncoderReranker
 from retrieval.retriever import Retriever
 from retrieval.sparse import BM25Encoder
 from retrieval.store import open_vector_store
+
+
+def load_reranker(settings: Settings) -> CrossEncoderReranker | None:
+    """The configured cross-encoder: the shipped one, a folder or hub id, or none."""
+    if settings.reranker is None:
+        return None
+    builtin = settings.reranker == BUILTIN_RERANKER
+    return CrossEncoderReranker(str(DEFAULT_RERANKER_PATH) if builtin else settings.reranker)
 
 
 class QueryResult(BaseModel):
@@ -86,8 +98,8 @@ class Services:
             generator = ExtractiveGenerator(self.embedder)
         return QueryPipeline(self.retriever(), generator)
 
-    def retriever(self, mode: SearchMode | None = None) -> Retriever:
-        """The configured retriever; `mode` overrides the search mode (e.g. for a BM25 baseline)."""
+    def retriever(self, mode: SearchMode | None = None, rerank: bool = True) -> Retriever:
+        """The configured retriever; a baseline may override the mode and skip reranking."""
         settings = self.settings
         return Retriever(
             self.store,
@@ -96,10 +108,20 @@ class Services:
             mode=mode or settings.search_mode,
             top_k=settings.top_k,
             candidates=settings.search_candidates,
+            reranker=self.reranker if rerank else None,
+            rerank_candidates=settings.rerank_candidates,
         )
+
+    @cached_property
+    def reranker(self) -> CrossEncoderReranker | None:
+        return load_reranker(self.settings)
 
     def ingestor(self) -> Ingestor:
         return Ingestor.from_settings(self.settings, self.store, self.catalog, self.embedder)
+
+    def serve_queries(self) -> None:
+        """Tune the process for many small concurrent inferences rather than batch throughput."""
+        torch.set_num_threads(self.settings.query_threads)
 
     def anonymous_principal(self) -> Principal:
         """The caller behind requests without credentials (and local CLI use)."""

@@ -94,9 +94,13 @@ def retrieval(
         groups=groups.split(",") if groups else settings.default_access_groups,
     )
     services = Services(index_settings, embedder=embedder)
+    services.serve_queries()  # measure latency as the API serves it
     scores: dict[str, RetrievalScores] = {}
     try:
-        runs = {"regulus": services.retriever(), "bm25": services.retriever(SearchMode.SPARSE)}
+        runs = {
+            "regulus": services.retriever(),
+            "bm25": services.retriever(SearchMode.SPARSE, rerank=False),
+        }
         with _progress() as progress:
             for name, retriever in runs.items():
                 task = progress.add_task(name, total=len(selected))
@@ -108,10 +112,12 @@ def retrieval(
                 scores[name] = score(results, k)
     finally:
         services.close()
-    _print_scores(scores, settings.search_mode)
+    label = settings.search_mode.value + (" + rerank" if settings.reranker else "")
+    _print_scores(scores, label)
     if json_out:
         figures = scores["regulus"].model_dump() | {
-            "mode": settings.search_mode.value,
+            "mode": label,
+            "reranker": settings.reranker,
             "format": fmt.value,
             "questions": str(questions),
             "corpus": str(corpus),
@@ -121,11 +127,11 @@ def retrieval(
         console.print(f"figures written to {json_out}")
 
 
-def _print_scores(scores: dict[str, RetrievalScores], mode: SearchMode) -> None:
+def _print_scores(scores: dict[str, RetrievalScores], label: str) -> None:
     ours, bm25 = scores["regulus"], scores["bm25"]
     table = Table(title=f"retrieval @ {ours.k} on {ours.n_questions} questions")
     table.add_column("metric")
-    table.add_column(f"regulus ({mode.value})", justify="right")
+    table.add_column(f"regulus ({label})", justify="right")
     table.add_column("bm25", justify="right")
     for field in ("recall_at_k", "map_at_k", "ndcg_at_k", "mrr", "all_gold_at_k"):
         table.add_row(field, f"{getattr(ours, field):.3f}", f"{getattr(bm25, field):.3f}")

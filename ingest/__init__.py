@@ -6,6 +6,7 @@ import os
 # told not to; a compliance service must not phone home. Set before anything imports them.
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
 
 import unstructured.nlp.tokenize as _unstructured_tokenize
 

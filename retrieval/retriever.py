@@ -5,12 +5,14 @@ from __future__ import annotations
 from core.models import RetrievedChunk, SearchMode
 from retrieval.embedder import Embedder
 from retrieval.filters import Principal, SearchFilters, build_filter
+from retrieval.reranker import CrossEncoderReranker
 from retrieval.sparse import BM25Encoder
 from retrieval.store import VectorStore
 
 
 class Retriever:
-    """Dense, sparse (BM25) or hybrid search over the store, always filtered by access."""
+    """Dense, sparse (BM25) or hybrid search over the store, always filtered by access, then
+    optionally re-scored by a cross-encoder over the best `rerank_candidates` fused hits."""
 
     def __init__(
         self,
@@ -20,9 +22,13 @@ class Retriever:
         mode: SearchMode = SearchMode.HYBRID,
         top_k: int = 5,
         candidates: int = 50,
+        reranker: CrossEncoderReranker | None = None,
+        rerank_candidates: int = 30,
     ) -> None:
-        if top_k < 1 or candidates < 1:
-            raise ValueError("top_k and candidates must be at least 1")
+        if top_k < 1 or candidates < 1 or rerank_candidates < 1:
+            raise ValueError("top_k, candidates and rerank_candidates must be at least 1")
+        self.reranker = reranker
+        self.rerank_candidates = rerank_candidates
         self._store = store
         self._embedder = embedder
         self._sparse_encoder = sparse_encoder
@@ -42,10 +48,12 @@ class Retriever:
         dense = None if self.mode is SearchMode.SPARSE else self._embedder.embed_one(query)
         sparse = None if self.mode is SearchMode.DENSE else self._sparse_encoder.encode_query(query)
         limit = top_k or self.top_k
-        return self._store.search(
+        pool = max(limit, self.rerank_candidates) if self.reranker else limit
+        hits = self._store.search(
             dense=dense,
             sparse=sparse,
-            limit=limit,
+            limit=pool,
             query_filter=build_filter(principal, filters),
-            candidates=max(self.candidates, limit),
+            candidates=max(self.candidates, pool),
         )
+        return self.reranker.run(query, hits, top_k=limit) if self.reranker and hits else hits

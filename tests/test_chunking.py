@@ -72,3 +72,24 @@ class TestParagraphLabels:
         chunks = chunker.run(document(*parts))
         assert len({c.chunk_id for c in chunks}) == 2
         assert [c.page for c in chunks] == [2, 3]
+
+
+class TestTableChunks:
+    def test_tables_split_between_rows_with_the_header_repeated(self, embedder: Embedder) -> None:
+        rows = [f"Firm type {n} | {n * 1000} USD | due 2024-0{n % 9 + 1}-15" for n in range(60)]
+        section = Section(
+            path=["Article 3 — Fees"],
+            text="\n".join(["Category | Fee | Due", *rows]),
+            table_header="Category | Fee | Due",
+            table_rows=rows,
+        )
+        chunker = Chunker(chunk_tokens=120, chunk_overlap=8, tokenizer=embedder.tokenize)
+        chunks = chunker.run(document(section))
+        assert len(chunks) > 2
+        body_rows = []
+        for chunk in chunks:
+            lines = chunk.text.split("\n")
+            assert lines[0] == "Category | Fee | Due"
+            assert len(embedder.tokenize(chunk.embedding_text())) <= 120
+            body_rows.extend(lines[1:])
+        assert body_rows == rows  # every row whole, once, in order

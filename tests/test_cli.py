@@ -31,3 +31,18 @@ class TestCli:
         result = runner.invoke(app, ["ingest", str(EPRIVACY)], env={"COLUMNS": "200"})
         assert result.exit_code == 0, result.output
         assert "0 ingested, 1 unchanged, 0 failed" in result.output
+
+    def test_jobs_and_documents_are_listed(self, runner: CliRunner) -> None:
+        documents = runner.invoke(app, ["documents"], env={"COLUMNS": "200"})
+        jobs = runner.invoke(app, ["jobs"], env={"COLUMNS": "200"})
+        assert documents.exit_code == 0 and jobs.exit_code == 0
+        assert "gdpr" in documents.output and "eprivacy" in documents.output
+        assert "succeeded" in jobs.output
+        job_id = jobs.output.split("│")[1].strip() if "│" in jobs.output else ""
+        detail = runner.invoke(app, ["jobs", job_id], env={"COLUMNS": "200"})
+        assert detail.exit_code == 0 and "ingested" in detail.output
+
+    def test_unknown_job_and_document_are_clear_errors(self, runner: CliRunner) -> None:
+        assert "no job 'nope'" in runner.invoke(app, ["jobs", "nope"]).output
+        result = runner.invoke(app, ["delete", "no-such-document"])
+        assert result.exit_code == 2 and "no document 'no-such-document'" in result.output

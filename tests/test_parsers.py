@@ -245,3 +245,25 @@ class TestPdf:
         broken.write_bytes(content((PDF_FIXTURES / "rulebook.pdf").read_bytes()))
         with pytest.raises(IngestError, match=re.escape(f"broken.pdf: {message}")):
             parse_document(broken)
+
+
+class TestUndecodableText:
+    def test_binary_bytes_in_a_text_file_fail_clearly(self, tmp_path: Path) -> None:
+        garbage = tmp_path / "notes.txt"
+        garbage.write_bytes(bytes(range(256)) * 20)
+        with pytest.raises(IngestError, match=r"notes\.txt: could not be parsed: .*encoding"):
+            parse_document(garbage)
+
+
+class TestTables:
+    def test_html_tables_keep_their_rows_and_header(self, tmp_path: Path) -> None:
+        rows = "".join(f"<tr><td>Firm type {n}</td><td>{n * 1000} USD</td></tr>" for n in range(40))
+        page = tmp_path / "fees.html"
+        page.write_text(
+            "<html><body><h1>Fees</h1><p>Article 3</p><p>Annual fees</p>"
+            f"<table><tr><th>Category</th><th>Fee</th></tr>{rows}</table></body></html>"
+        )
+        [table] = [s for s in parse_document(page).sections if s.table_rows]
+        assert table.table_header == "Category | Fee"
+        assert table.table_rows[0] == "Firm type 0 | 0 USD"
+        assert len(table.table_rows) == 40

@@ -12,7 +12,7 @@ class TestSettings:
         monkeypatch.setenv("REGULUS_LLM_MODEL", "qwen")
         settings = Settings(_env_file=None)  # type: ignore[call-arg]
         assert settings.data_dir == Path("/srv/regulus")
-        assert settings.qdrant_path == Path("/srv/regulus/qdrant")
+        assert settings.qdrant_path == Path("/srv/regulus/vectors")
         assert settings.llm_base_url == "http://vllm:8000/v1"
         assert settings.llm_model == "qwen"
 

@@ -5,7 +5,7 @@
 3. a plain llama-index IngestionPipeline (SentenceSplitter, HuggingFaceEmbedding, QdrantVectorStore)
    over the same parsed sections.
 
-Run: .venv/bin/python benchmarks/ingest.py [--obliqa-docs N] [--skip-baseline]
+Run: .venv/bin/python benchmarks/ingest_throughput.py [--obliqa-docs N] [--skip-baseline]
 (needs `pip install -e '.[bench]'` for the baseline).
 """
 

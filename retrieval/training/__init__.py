@@ -1,0 +1,1 @@
+"""Training scripts for the project's own retrieval models."""
