@@ -23,6 +23,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
+import torch
 
 from core.models import Chunk, SearchMode
 from core.pipeline import load_reranker
@@ -95,6 +96,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    torch.set_num_threads(settings.query_threads)  # as `regulus serve` runs queries
     embedder = Embedder(settings.embed_model)
     texts = passages()
     questions = [q["Question"] for q in json.loads((CORPUS / "ObliQA_dev.json").read_text())]
