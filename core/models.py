@@ -8,6 +8,14 @@ import enum
 from pydantic import BaseModel, Field
 
 
+class Role(enum.StrEnum):
+    """What a principal may do: analysts query, evaluators also run evaluations, admins all."""
+
+    ANALYST = "analyst"
+    EVALUATOR = "evaluator"
+    ADMIN = "admin"
+
+
 class SearchMode(enum.StrEnum):
     DENSE = "dense"
     SPARSE = "sparse"
@@ -92,7 +100,33 @@ class Citation(BaseModel):
     quote: str = Field(description="The span of the passage that backs the cited sentence.")
 
 
+class AnswerSentence(BaseModel):
+    """One sentence of an answer, the passages it cites and whether they were found to back it."""
+
+    text: str = Field(description="The sentence without its [n] markers.")
+    citations: list[int] = Field(default_factory=list, description="Passage numbers it cites.")
+    support: float | None = Field(
+        default=None, description="Support probability from the verifier; None: not verified."
+    )
+    supported: bool | None = None
+
+
+class Usage(BaseModel):
+    """What one answer cost: the model that wrote it, its tokens and their price."""
+
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
 class Answer(BaseModel):
     text: str
     citations: list[Citation]
     model: str
+    sentences: list[AnswerSentence] = Field(default_factory=list)
+    support_score: float | None = Field(
+        default=None, description="Share of sentences the verifier found supported."
+    )
+    refused: bool = Field(default=False, description="The corpus does not address the question.")
+    usage: Usage | None = None

@@ -11,12 +11,15 @@ import datetime as dt
 from pydantic import BaseModel, Field
 from qdrant_client import models
 
+from core.models import Role
+
 
 class Principal(BaseModel):
     """Who is asking: access is granted when a document's groups and the caller's intersect."""
 
     subject: str
     groups: list[str] = Field(default_factory=list)
+    role: Role = Role.ANALYST
 
 
 class SearchFilters(BaseModel):
