@@ -53,14 +53,20 @@ def best_quote(claim: str, passage: str) -> str:
 
 def citations_for(answer: str, passages: list[RetrievedChunk]) -> list[Citation]:
     """One citation per distinct passage number cited; numbers matching no passage are dropped."""
+    sentences = split_sentences(answer)
+    return cite([(strip_markers(s), cited_numbers(s)) for s in sentences], passages)
+
+
+def cite(sentences: list[tuple[str, list[int]]], passages: list[RetrievedChunk]) -> list[Citation]:
+    """Citations for (sentence, passage numbers) pairs, quoting each passage where the first
+    sentence citing it draws on it."""
     citations: dict[int, Citation] = {}
-    for sentence in split_sentences(answer):
-        for number in cited_numbers(sentence):
+    for sentence, numbers in sentences:
+        for number in numbers:
             if number in citations or not 1 <= number <= len(passages):
                 continue
             chunk = passages[number - 1].chunk
-            quote = best_quote(strip_markers(sentence), chunk.text)
-            citations[number] = make_citation(number, chunk, quote)
+            citations[number] = make_citation(number, chunk, best_quote(sentence, chunk.text))
     return [citations[number] for number in sorted(citations)]
 
 
