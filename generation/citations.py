@@ -13,6 +13,7 @@ _SENTENCE_END = re.compile(
     r"(?:(?<=[.!?])|(?<=[.!?][”\"’)]))(?:\s*\[[\d,;\s]+\])*\s+(?=[A-Z0-9(‘'\"“])"
 )
 _WORD = re.compile(r"\w+")
+_SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([.,;:!?])")
 
 
 def split_sentences(text: str) -> list[str]:
@@ -36,7 +37,8 @@ def cited_numbers(sentence: str) -> list[int]:
 
 
 def strip_markers(sentence: str) -> str:
-    return " ".join(_MARKER.sub("", sentence).split())
+    """The sentence without its [n] markers, nor the space they leave before punctuation."""
+    return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", " ".join(_MARKER.sub("", sentence).split()))
 
 
 def best_quote(claim: str, passage: str) -> str:
