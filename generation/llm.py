@@ -56,6 +56,7 @@ class OpenAICompatibleGenerator:
         structured: StructuredOutput = StructuredOutput.AUTO,
         breaker: CircuitBreaker | None = None,
         prices: PriceTable | None = None,
+        http_client: httpx.Client | None = None,
     ) -> None:
         if not base_url:
             raise ValueError("base_url is required")
@@ -74,6 +75,7 @@ class OpenAICompatibleGenerator:
             api_key=api_key,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             max_retries=max_retries,
+            http_client=http_client,  # e.g. for a proxy or private CA; default: openai's own
         )
 
     @property

@@ -4,6 +4,7 @@ routing rule, prices, settings and the compose file."""
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -13,7 +14,7 @@ from generation.base import ModelUnavailableError
 from generation.breaker import BreakerState, CircuitBreaker
 from generation.llm import OpenAICompatibleGenerator
 from generation.routing import ModelRouter, PriceTable
-from generation.structured import StreamDecoder, parse_answer, render
+from generation.structured import StreamDecoder, StructuredOutput, parse_answer, render
 from tests.conftest import ROOT, free_port
 
 
@@ -262,3 +263,96 @@ class TestComposeFile:
         assert "http://localhost:8000/health" in vllm["healthcheck"]["test"]
         assert api["environment"]["REGULUS_LLM_BASE_URL"] == "http://vllm:8000/v1"
         assert api["depends_on"]["vllm"]["condition"] == "service_healthy"
+
+
+def completion(content: str) -> dict[str, object]:
+    return {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": content},
+            }
+        ],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 12, "total_tokens": 132},
+    }
+
+
+class TestClientRetries:
+    """The openai client's own retries, seen from the generator (transport faked at the HTTP
+    level; the server behaviour under test is the client's)."""
+
+    def scripted(self, *steps: int | Exception) -> tuple[httpx.Client, list[int]]:
+        calls: list[int] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            step = steps[len(calls)]
+            calls.append(1)
+            if isinstance(step, Exception):
+                raise step
+            if step != 200:
+                return httpx.Response(step, headers={"retry-after-ms": "1"}, json={"error": {}})
+            body = {"sentences": [{"text": "Notify within 72 hours.", "citations": [1]}]}
+            return httpx.Response(200, json=completion(json.dumps(body)))
+
+        return httpx.Client(transport=httpx.MockTransport(handler)), calls
+
+    @pytest.mark.parametrize(
+        "failure", [429, 500, 503, httpx.ConnectError("refused"), httpx.ReadTimeout("slow")]
+    )
+    def test_transient_failures_are_retried(self, failure: int | Exception) -> None:
+        client, calls = self.scripted(failure, failure, 200)
+        generator = OpenAICompatibleGenerator(
+            base_url="http://model/v1",
+            model="m",
+            max_retries=2,
+            structured=StructuredOutput.JSON_SCHEMA,
+            prices=PriceTable({"m": (1.0, 2.0)}),
+            http_client=client,
+        )
+        answer = generator.generate("q?", [passage(1, "gdpr", "Notify within 72 hours.")])
+        assert len(calls) == 3
+        assert answer.text == "Notify within 72 hours. [1]"
+        assert answer.usage is not None
+        assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (120, 12)
+        assert answer.usage.cost_usd == pytest.approx((120 * 1 + 12 * 2) / 1e6)
+
+    def test_client_errors_are_not_retried_and_do_not_open_the_circuit(self) -> None:
+        client, calls = self.scripted(400, 200)
+        breaker = CircuitBreaker(failure_threshold=1)
+        generator = OpenAICompatibleGenerator(
+            base_url="http://model/v1",
+            model="m",
+            structured=StructuredOutput.TEXT,
+            breaker=breaker,
+            http_client=client,
+        )
+        with pytest.raises(ModelUnavailableError):
+            generator.generate("q?", [passage(1, "gdpr")])
+        assert len(calls) == 1
+        assert breaker.state is BreakerState.CLOSED
+
+    def test_auto_moves_to_the_next_format_the_server_accepts_and_stays_there(self) -> None:
+        formats: list[object] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            fmt = json.loads(request.content).get("response_format")
+            formats.append(fmt["type"] if fmt else None)
+            if fmt and fmt["type"] == "json_schema":
+                return httpx.Response(400, json={"error": {"message": "unsupported"}})
+            return httpx.Response(200, json=completion("Notify within 72 hours [1]."))
+
+        generator = OpenAICompatibleGenerator(
+            base_url="http://model/v1",
+            model="m",
+            http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+        )
+        for _ in range(2):
+            answer = generator.generate("q?", [passage(1, "gdpr")])
+            assert answer.text == "Notify within 72 hours. [1]"
+        assert formats == ["json_schema", "json_object", "json_object"]
+        assert generator.structured is StructuredOutput.JSON_OBJECT
