@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core.models import ModelChoice
 from core.pipeline import AnswerUnavailableError, Services
 from core.settings import get_settings
 from eval.cli import app as eval_app
@@ -212,6 +213,9 @@ def ask(
     groups: Annotated[
         str | None, typer.Option(help="Ask as a member of these groups (comma-separated).")
     ] = None,
+    model: Annotated[
+        ModelChoice, typer.Option(help="auto: the routing rule; or force the cheap/premium model.")
+    ] = ModelChoice.AUTO,
 ) -> None:
     """Answer a question from the indexed documents, with citations."""
     filters = SearchFilters(
@@ -228,7 +232,7 @@ def ask(
     if groups is not None:
         principal = Principal(subject="cli", groups=[g.strip() for g in groups.split(",") if g])
     try:
-        result = services.query_pipeline().run(question, principal, filters, top_k)
+        result = services.query_pipeline().run(question, principal, filters, top_k, model)
     except AnswerUnavailableError as error:
         console.print(f"[red]model unavailable:[/red] {error}")
         raise typer.Exit(3) from error
@@ -243,7 +247,13 @@ def ask(
             highlight=False,
         )
         console.print(f"    “{citation.quote}”", style="dim", highlight=False)
-    console.print(f"[dim]model: {result.answer.model}[/dim]")
+    usage = result.answer.usage
+    cost = (
+        f", {usage.prompt_tokens}+{usage.completion_tokens} tokens, ${usage.cost_usd:.6f}"
+        if usage
+        else ""
+    )
+    console.print(f"[dim]model: {result.answer.model}{cost}[/dim]", highlight=False)
 
 
 @app.command()

@@ -1,30 +1,80 @@
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterator
+
 from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
 
 from api.deps import CurrentPrincipal, PipelineDep
-from api.schemas import (
-    CitationOut,
-    ModelUnavailableResponse,
-    PassageOut,
-    QueryRequest,
-    QueryResponse,
+from api.schemas import ModelUnavailableResponse, PassageOut, QueryRequest, QueryResponse
+from core.pipeline import (
+    AnswerUnavailableError,
+    FinalEvent,
+    PassagesEvent,
+    StreamEvent,
+    TokenEvent,
 )
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["query"])
+
+_STREAM_DOC = (
+    'With `"stream": true`: `text/event-stream` with the events `passages` '
+    '(`{"passages": [...]}`), `token` (`{"text": "..."}`, repeated), then exactly one `final` '
+    '(the complete response, verified) or one `error` (`{"error": {"code", "message"}}`).'
+)
 
 
 @router.post(
     "/query",
     operation_id="query",
-    responses={503: {"model": ModelUnavailableResponse, "description": "Model server down"}},
+    response_model=QueryResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": _STREAM_DOC},
+        503: {"model": ModelUnavailableResponse, "description": "Model server down"},
+    },
 )
-def query(body: QueryRequest, pipeline: PipelineDep, principal: CurrentPrincipal) -> QueryResponse:
+def query(
+    body: QueryRequest, pipeline: PipelineDep, principal: CurrentPrincipal
+) -> QueryResponse | StreamingResponse:
     """Answer a question from the documents the caller may read, citing each sentence's passage."""
-    result = pipeline.run(body.question, principal, body.filters, body.top_k)
-    return QueryResponse(
-        answer=result.answer.text,
-        citations=[CitationOut.model_validate(c.model_dump()) for c in result.answer.citations],
-        passages=PassageOut.from_results(result.passages),
-        model=result.answer.model,
-    )
+    if body.stream:
+        events = pipeline.stream(body.question, principal, body.filters, body.top_k, body.model)
+        # A sync iterator: Starlette runs each step in its thread pool, off the event loop.
+        return StreamingResponse(
+            _server_sent(events),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    result = pipeline.run(body.question, principal, body.filters, body.top_k, body.model)
+    return QueryResponse.from_result(result)
+
+
+def _server_sent(events: Iterator[StreamEvent]) -> Iterator[str]:
+    try:
+        for event in events:
+            if isinstance(event, PassagesEvent):
+                passages = PassageOut.from_results(event.passages)
+                yield _event("passages", {"passages": [p.model_dump() for p in passages]})
+            elif isinstance(event, TokenEvent):
+                yield _event("token", {"text": event.text})
+            elif isinstance(event, FinalEvent):
+                response = QueryResponse.from_result(event.result)
+                yield _event("final", response.model_dump(mode="json"))
+    except AnswerUnavailableError as error:
+        yield _error("model_unavailable", str(error))
+    except ValueError as error:
+        yield _error("invalid_request", str(error))
+    except Exception:
+        log.exception("streamed query failed")
+        yield _error("internal_error", "the answer could not be completed")
+
+
+def _event(name: str, data: object) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _error(code: str, message: str) -> str:
+    return _event("error", {"error": {"code": code, "message": message}})
