@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, select
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, sessionmaker
 
 from core.db import Base, UTCDateTime
@@ -239,6 +239,10 @@ class Catalog:
                 select(JobRow).order_by(JobRow.created_at.desc()).limit(limit).offset(offset)
             )
             return [_job_view(row) for row in rows]
+
+    def count_jobs(self) -> int:
+        with self._sessions() as session:
+            return session.scalar(select(func.count()).select_from(JobRow)) or 0
 
 
 def _document_view(row: DocumentRow) -> DocumentRecord:

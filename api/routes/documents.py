@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, status
 
 from api.deps import AdminPrincipal, CurrentPrincipal, ServicesDep
 from api.errors import ApiError
+from api.pagination import Page, Pagination
 from ingest.catalog import DocumentRecord
 from retrieval.filters import Principal
 
@@ -20,12 +19,11 @@ def _visible(record: DocumentRecord, principal: Principal) -> bool:
 def list_documents(
     services: ServicesDep,
     principal: CurrentPrincipal,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[DocumentRecord]:
-    """The documents the caller may read."""
+    pagination: Pagination,
+) -> Page[DocumentRecord]:
+    """The documents the caller may read, by id."""
     visible = [r for r in services.catalog.documents() if _visible(r, principal)]
-    return visible[offset : offset + limit]
+    return pagination.slice(visible)
 
 
 @router.get("/{document_id}", operation_id="get_document")

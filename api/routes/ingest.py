@@ -4,10 +4,11 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Request, UploadFile, status
+from fastapi import APIRouter, File, Request, UploadFile, status
 
 from api.deps import AdminPrincipal, ServicesDep
 from api.errors import ApiError
+from api.pagination import Page, Pagination
 from ingest.catalog import Job
 from ingest.errors import IngestError
 from ingest.manifest import Manifest
@@ -85,11 +86,11 @@ async def create_job(
 def list_jobs(
     services: ServicesDep,
     _admin: AdminPrincipal,
-    limit: Annotated[int, Query(ge=1, le=200)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[Job]:
+    pagination: Pagination,
+) -> Page[Job]:
     """Ingestion jobs, newest first (admins)."""
-    return services.catalog.jobs(limit, offset)
+    jobs = services.catalog.jobs(pagination.limit, pagination.offset)
+    return pagination.page(jobs, services.catalog.count_jobs())
 
 
 @router.get("/{job_id}", operation_id="get_ingest_job")
