@@ -37,6 +37,9 @@ class PassageOut(BaseModel):
     page: int | None
     score: float
     text: str
+    injection_suspect: bool = Field(
+        default=False, description="Reads as instructions to the model (kept as quoted data)."
+    )
 
     @classmethod
     def from_results(cls, passages: list[RetrievedChunk]) -> list[PassageOut]:
@@ -52,6 +55,7 @@ class PassageOut(BaseModel):
                 page=p.chunk.page,
                 score=p.score,
                 text=p.chunk.text,
+                injection_suspect=p.chunk.injection_suspect,
             )
             for n, p in enumerate(passages, start=1)
         ]

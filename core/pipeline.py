@@ -9,6 +9,7 @@ import torch
 from pydantic import BaseModel
 
 from core.db import make_engine, make_session_factory
+from core.injection import InjectionScreen, QuestionGuard
 from core.models import Answer, RetrievedChunk, SearchMode
 from core.settings import BUILTIN_RERANKER, Settings
 from generation.base import Generator, ModelUnavailableError
@@ -47,9 +48,17 @@ class AnswerUnavailableError(RuntimeError):
 
 
 class QueryPipeline:
-    def __init__(self, retriever: Retriever, generator: Generator) -> None:
+    def __init__(
+        self, retriever: Retriever, generator: Generator, guard: QuestionGuard | None = None
+    ) -> None:
         self.retriever = retriever
         self.generator = generator
+        self.guard = guard
+
+    def screen(self, question: str) -> None:
+        """Refuse a question that tries to instruct the model (PromptInjectionError)."""
+        if self.guard is not None:
+            self.guard.check(question)
 
     def run(
         self,
@@ -58,6 +67,7 @@ class QueryPipeline:
         filters: SearchFilters | None = None,
         top_k: int | None = None,
     ) -> QueryResult:
+        self.screen(question)
         passages = self.retriever.run(question, principal, filters, top_k)
         if not passages:
             answer = Answer(text=NOT_COVERED, citations=[], model=self.generator.name)
@@ -96,7 +106,10 @@ class Services:
             )
         else:
             generator = ExtractiveGenerator(self.embedder)
-        return QueryPipeline(self.retriever(), generator)
+        guard = QuestionGuard(
+            InjectionScreen(settings.injection_threshold), settings.injection_questions
+        )
+        return QueryPipeline(self.retriever(), generator, guard)
 
     def retriever(self, mode: SearchMode | None = None, rerank: bool = True) -> Retriever:
         """The configured retriever; a baseline may override the mode and skip reranking."""

@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Request, UploadFile, status
 
 from api.deps import AdminPrincipal, ServicesDep
 from api.errors import ApiError
+from api.metrics import metrics_of
 from api.pagination import Page, Pagination
 from ingest.catalog import Job
 from ingest.errors import IngestError
@@ -75,7 +76,12 @@ async def create_job(
         for upload, path in zip(files, paths, strict=True)
     }
     request.app.state.ingest_worker.submit(
-        services.ingestor().run, paths, requested_by=admin.subject, metadata=metadata, job_id=job_id
+        services.ingestor().run,
+        paths,
+        requested_by=admin.subject,
+        metadata=metadata,
+        job_id=job_id,
+        on_document=metrics_of(request).observe_document,
     )
     job = services.catalog.job(job_id)
     assert job is not None
