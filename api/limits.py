@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import CurrentPrincipal
 from api.errors import ApiError
+from api.schemas import ErrorResponse
 from core.injection import PromptInjectionError
 from core.settings import Settings
 
@@ -160,6 +161,19 @@ async def query_slot(request: Request) -> AsyncIterator[None]:
 
 
 RateLimited = Depends(rate_limit)
+
+# What any /v1 route may answer besides its own responses (all with the error body).
+V1_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": description}
+    for code, description in [
+        (401, "Missing or invalid credentials"),
+        (403, "Not allowed for this principal"),
+        (413, "Request body over REGULUS_MAX_REQUEST_MB"),
+        (422, "Malformed request"),
+        (429, "Rate limited: retry after Retry-After seconds"),
+        (504, "No response within REGULUS_REQUEST_TIMEOUT_S"),
+    ]
+}
 QuerySlot = Annotated[None, Depends(query_slot)]
 
 

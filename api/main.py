@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.limits import RateLimited, install_limits
+from api.limits import V1_ERROR_RESPONSES, RateLimited, install_limits
 from api.metrics import install_metrics
 from api.routes import documents, health, ingest, query
 from api.schemas import ErrorDetail, ErrorResponse, ModelUnavailableResponse, PassageOut
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(health.router)
     for router in (query.router, documents.router, ingest.router):
-        app.include_router(router, dependencies=[RateLimited])
+        app.include_router(router, dependencies=[RateLimited], responses=V1_ERROR_RESPONSES)
     install_limits(app, settings)
     install_metrics(app)  # last: its middleware is outermost, so it counts every rejection
 

@@ -78,4 +78,6 @@ class ErrorResponse(BaseModel):
 
 
 class ModelUnavailableResponse(ErrorResponse):
-    passages: list[PassageOut] = Field(description="What retrieval found before the model failed.")
+    passages: list[PassageOut] = Field(
+        default_factory=list, description="What retrieval found before the model failed."
+    )

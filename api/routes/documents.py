@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, status
 
 from api.deps import AdminPrincipal, CurrentPrincipal, ServicesDep
 from api.errors import ApiError
 from api.pagination import Page, Pagination
+from api.schemas import ErrorResponse
 from ingest.catalog import DocumentRecord
 from retrieval.filters import Principal
 
@@ -26,7 +29,12 @@ def list_documents(
     return pagination.slice(visible)
 
 
-@router.get("/{document_id}", operation_id="get_document")
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such document (or not visible)"}
+}
+
+
+@router.get("/{document_id}", operation_id="get_document", responses=_NOT_FOUND)
 def get_document(
     document_id: str, services: ServicesDep, principal: CurrentPrincipal
 ) -> DocumentRecord:
@@ -37,7 +45,10 @@ def get_document(
 
 
 @router.delete(
-    "/{document_id}", operation_id="delete_document", status_code=status.HTTP_204_NO_CONTENT
+    "/{document_id}",
+    operation_id="delete_document",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=_NOT_FOUND,
 )
 def delete_document(document_id: str, services: ServicesDep, _admin: AdminPrincipal) -> None:
     """Remove a document and every chunk of it (admins)."""

@@ -10,6 +10,7 @@ from api.deps import AdminPrincipal, ServicesDep
 from api.errors import ApiError
 from api.metrics import metrics_of
 from api.pagination import Page, Pagination
+from api.schemas import ErrorResponse
 from ingest.catalog import Job
 from ingest.errors import IngestError
 from ingest.manifest import Manifest
@@ -99,7 +100,11 @@ def list_jobs(
     return pagination.page(jobs, services.catalog.count_jobs())
 
 
-@router.get("/{job_id}", operation_id="get_ingest_job")
+@router.get(
+    "/{job_id}",
+    operation_id="get_ingest_job",
+    responses={404: {"model": ErrorResponse, "description": "No such job"}},
+)
 def get_job(job_id: str, services: ServicesDep, _admin: AdminPrincipal) -> Job:
     """One job with per-document status, chunk counts, errors and timings (admins)."""
     job = services.catalog.job(job_id)
