@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.limits import V1_ERROR_RESPONSES, RateLimited, install_limits
+from api.metrics import install_metrics
 from api.routes import documents, health, ingest, query
 from api.schemas import ErrorDetail, ErrorResponse, ModelUnavailableResponse, PassageOut
 from core.pipeline import AnswerUnavailableError, Services
@@ -51,9 +53,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(health.router)
-    app.include_router(query.router)
-    app.include_router(documents.router)
-    app.include_router(ingest.router)
+    for router in (query.router, documents.router, ingest.router):
+        app.include_router(router, dependencies=[RateLimited], responses=V1_ERROR_RESPONSES)
+    install_limits(app, settings)
+    install_metrics(app)  # last: its middleware is outermost, so it counts every rejection
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -66,7 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
         code = getattr(error, "code", None) or _HTTP_CODES.get(error.status_code, "http_error")
         body = ErrorResponse(error=ErrorDetail(code=code, message=str(error.detail)))
-        return JSONResponse(status_code=error.status_code, content=body.model_dump())
+        return JSONResponse(
+            status_code=error.status_code, content=body.model_dump(), headers=error.headers
+        )
 
     @app.exception_handler(AnswerUnavailableError)
     async def model_unavailable(_: Request, error: AnswerUnavailableError) -> JSONResponse:

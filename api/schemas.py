@@ -46,6 +46,9 @@ class PassageOut(BaseModel):
     page: int | None
     score: float
     text: str
+    injection_suspect: bool = Field(
+        default=False, description="Reads as instructions to the model (kept as quoted data)."
+    )
 
     @classmethod
     def from_results(cls, passages: list[RetrievedChunk]) -> list[PassageOut]:
@@ -61,6 +64,7 @@ class PassageOut(BaseModel):
                 page=p.chunk.page,
                 score=p.score,
                 text=p.chunk.text,
+                injection_suspect=p.chunk.injection_suspect,
             )
             for n, p in enumerate(passages, start=1)
         ]
@@ -131,4 +135,6 @@ class ErrorResponse(BaseModel):
 
 
 class ModelUnavailableResponse(ErrorResponse):
-    passages: list[PassageOut] = Field(description="What retrieval found before the model failed.")
+    passages: list[PassageOut] = Field(
+        default_factory=list, description="What retrieval found before the model failed."
+    )

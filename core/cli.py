@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core.injection import PromptInjectionError
 from core.models import ModelChoice
 from core.pipeline import AnswerUnavailableError, Services
 from core.settings import get_settings
@@ -236,6 +237,9 @@ def ask(
     except AnswerUnavailableError as error:
         console.print(f"[red]model unavailable:[/red] {error}")
         raise typer.Exit(3) from error
+    except PromptInjectionError as error:
+        console.print(f"[red]refused:[/red] {error}")
+        raise typer.Exit(2) from error
     finally:
         services.close()
     console.print(result.answer.text, highlight=False)

@@ -82,6 +82,13 @@ class Chunk(DocumentFields):
     source: str
     content_hash: str
     page: int | None = None
+    injection_suspect: bool = Field(
+        default=False, description="The text reads as instructions aimed at the model."
+    )
+    injection_reasons: list[str] = Field(default_factory=list, description="The rules it hit.")
+    quarantine: str | None = Field(
+        default=None, description="Why retrieval never returns it (e.g. 'prompt_injection')."
+    )
 
     def embedding_text(self) -> str:
         return embedding_header(self.document_title, self.section) + self.text

@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from core.db import make_engine, make_session_factory
+from core.injection import InjectionScreen, QuestionGuard
 from core.models import Answer, ModelChoice, RetrievedChunk, SearchMode
 from core.settings import BUILTIN_RERANKER, Settings
 from generation.base import Generator, ModelUnavailableError, StreamingGenerator
@@ -96,11 +97,18 @@ class QueryPipeline:
         generator: Generator,
         premium: Generator | None = None,
         router: ModelRouter | None = None,
+        guard: QuestionGuard | None = None,
     ) -> None:
         self.retriever = retriever
         self.generator = generator
         self.premium = premium
         self.router = router or ModelRouter()
+        self.guard = guard
+
+    def screen(self, question: str) -> None:
+        """Refuse a question that tries to instruct the model (PromptInjectionError)."""
+        if self.guard is not None:
+            self.guard.check(question)
 
     def run(
         self,
@@ -110,6 +118,7 @@ class QueryPipeline:
         top_k: int | None = None,
         model: ModelChoice = ModelChoice.AUTO,
     ) -> QueryResult:
+        self.screen(question)
         timings: dict[str, float] = {}
         passages = self._retrieve(question, principal, filters, top_k, timings)
         if not passages:
@@ -129,6 +138,7 @@ class QueryPipeline:
         model: ModelChoice = ModelChoice.AUTO,
     ) -> Iterator[StreamEvent]:
         """The passages, then the answer's text as it is written, then the finished result."""
+        self.screen(question)
         timings: dict[str, float] = {}
         passages = self._retrieve(question, principal, filters, top_k, timings)
         yield PassagesEvent(passages)
@@ -219,7 +229,9 @@ class Services:
     def query_pipeline(self) -> QueryPipeline:
         settings = self.settings
         if not settings.llm_base_url:
-            return QueryPipeline(self.retriever(), ExtractiveGenerator(self.embedder))
+            return QueryPipeline(
+                self.retriever(), ExtractiveGenerator(self.embedder), guard=self.question_guard()
+            )
         cheap = self.llm_generator(settings.llm_base_url, settings.llm_model, settings.llm_api_key)
         premium = None
         if settings.llm_premium_model:
@@ -232,7 +244,15 @@ class Services:
             min_documents=settings.llm_route_min_documents,
             long_question_words=settings.llm_route_long_question_words,
         )
-        return QueryPipeline(self.retriever(), cheap, premium=premium, router=router)
+        return QueryPipeline(
+            self.retriever(), cheap, premium=premium, router=router, guard=self.question_guard()
+        )
+
+    def question_guard(self) -> QuestionGuard:
+        settings = self.settings
+        return QuestionGuard(
+            InjectionScreen(settings.injection_threshold), settings.injection_questions
+        )
 
     def llm_generator(self, base_url: str, model: str, api_key: str) -> OpenAICompatibleGenerator:
         """A generator for one model server, with its own circuit breaker."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.injection import InjectionPolicy, QuestionPolicy
 from core.models import SearchMode
 from generation.structured import StructuredOutput
 
@@ -125,6 +126,38 @@ class Settings(BaseSettings):
     )
     llm_route_long_question_words: int = Field(
         default=40, ge=1, description="Questions this long route to premium."
+    )
+
+    injection_policy: InjectionPolicy = Field(
+        default=InjectionPolicy.QUARANTINE,
+        description="Chunks that read as instructions to the model: 'quarantine' keeps them out "
+        "of retrieval (reported in the job), 'tag' marks them and still retrieves them.",
+    )
+    injection_questions: QuestionPolicy = Field(
+        default=QuestionPolicy.REJECT,
+        description="Questions that read as prompt injection: 'reject' (400) or 'flag' (answered, "
+        "logged and counted).",
+    )
+    injection_threshold: float = Field(
+        default=1.0, gt=0, description="Rule weights at which a text is suspect (core/injection)."
+    )
+    rate_limit_per_minute: float = Field(
+        default=120, ge=0, description="Requests per principal per minute on /v1; 0: unlimited."
+    )
+    rate_limit_burst: int = Field(
+        default=30, ge=1, description="Requests a principal may send at once before the rate holds."
+    )
+    max_request_mb: float = Field(
+        default=1.0, gt=0, description="Largest request body other than uploads (413 beyond)."
+    )
+    request_timeout_s: float = Field(
+        default=300.0, gt=0, description="A request with no response by then gets 504."
+    )
+    max_concurrent_queries: int = Field(
+        default=4, ge=1, description="Questions answered at once; more wait, then get 503."
+    )
+    query_queue_s: float = Field(
+        default=5.0, ge=0, description="How long a question waits for a free slot before 503."
     )
 
     @field_validator("reranker", mode="before")

@@ -7,6 +7,9 @@ per deployment), and a follow-up question over the same passages reuses the pass
 
 from __future__ import annotations
 
+import re
+
+from core.injection import strip_hidden
 from core.models import RetrievedChunk
 
 NOT_COVERED = "The indexed documents do not address this."
@@ -36,12 +39,28 @@ def passage_heading(number: int, passage: RetrievedChunk) -> str:
     """`[n] Title | section path, page p`: where the passage stands, as a citation would name it."""
     chunk = passage.chunk
     page = f", page {chunk.page}" if chunk.page else ""
-    return f"[{number}] {chunk.document_title} | {chunk.section_path or chunk.section}{page}"
+    section = _one_line(chunk.section_path or chunk.section)
+    return f"[{number}] {_one_line(chunk.document_title)} | {section}{page}"
+
+
+_FENCE = re.compile(r'"{3,}')
+_ROLE_TOKEN = re.compile(r"<\|\s*([^|<>\s]{1,40})\s*\|>")
+
+
+def quote_passage_text(text: str) -> str:
+    """Passage text that cannot leave its fence: no hidden characters, no triple quote to close
+    the block early, no chat-template token (`<|im_start|>`) that a server might parse as a turn."""
+    text = _FENCE.sub('"', strip_hidden(text))
+    return _ROLE_TOKEN.sub(r"<\1>", text)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(quote_passage_text(text).split())
 
 
 def format_passages(passages: list[RetrievedChunk]) -> str:
     return "\n\n".join(
-        f'{passage_heading(number, passage)}\n"""\n{passage.chunk.text}\n"""'
+        f'{passage_heading(number, passage)}\n"""\n{quote_passage_text(passage.chunk.text)}\n"""'
         for number, passage in enumerate(passages, start=1)
     )
 

@@ -13,8 +13,8 @@ import enum
 import uuid
 from typing import Any
 
-from pydantic import BaseModel
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, select
+from pydantic import BaseModel, Field
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, sessionmaker
 
 from core.db import Base, UTCDateTime
@@ -79,6 +79,7 @@ class JobDocumentRow(Base):
     chunks: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[float | None] = mapped_column(Float)
+    suspect_chunks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
 
 class DocumentRecord(BaseModel):
@@ -92,6 +93,15 @@ class DocumentRecord(BaseModel):
     ingested_at: dt.datetime
 
 
+class SuspectChunk(BaseModel):
+    """A chunk the prompt-injection screen flagged while ingesting it."""
+
+    chunk_id: str
+    section: str
+    reasons: list[str]
+    quarantined: bool = Field(description="Kept out of retrieval (REGULUS_INJECTION_POLICY).")
+
+
 class JobDocument(BaseModel):
     source: str
     document_id: str | None
@@ -99,6 +109,7 @@ class JobDocument(BaseModel):
     chunks: int
     error: str | None
     duration_ms: float | None
+    suspect_chunks: list[SuspectChunk] = Field(default_factory=list)
 
 
 class Job(BaseModel):
@@ -124,6 +135,7 @@ def _job_view(row: JobRow) -> Job:
             chunks=d.chunks,
             error=d.error,
             duration_ms=d.duration_ms,
+            suspect_chunks=[SuspectChunk.model_validate(s) for s in d.suspect_chunks or []],
         )
         for d in row.documents
     ]
@@ -214,6 +226,7 @@ class Catalog:
             row.chunks = outcome.chunks
             row.error = outcome.error
             row.duration_ms = outcome.duration_ms
+            row.suspect_chunks = [s.model_dump() for s in outcome.suspect_chunks]
 
     def finish_job(self, job_id: str, error: str | None = None) -> Job:
         with self._sessions.begin() as session:
@@ -239,6 +252,20 @@ class Catalog:
                 select(JobRow).order_by(JobRow.created_at.desc()).limit(limit).offset(offset)
             )
             return [_job_view(row) for row in rows]
+
+    def count_jobs(self) -> int:
+        with self._sessions() as session:
+            return session.scalar(select(func.count()).select_from(JobRow)) or 0
+
+    def job_counts(self) -> dict[str, int]:
+        """How many jobs are in each status."""
+        with self._sessions() as session:
+            rows = session.execute(select(JobRow.status, func.count()).group_by(JobRow.status))
+            return {status: count for status, count in rows.tuples()}
+
+    def count_documents(self) -> int:
+        with self._sessions() as session:
+            return session.scalar(select(func.count()).select_from(DocumentRow)) or 0
 
 
 def _document_view(row: DocumentRow) -> DocumentRecord:

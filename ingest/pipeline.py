@@ -7,8 +7,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from core.injection import QUARANTINE_REASON, InjectionPolicy, InjectionScreen
+from core.models import Chunk
 from core.settings import Settings
-from ingest.catalog import Catalog, DocumentRecord, DocumentStatus, Job, JobDocument
+from ingest.catalog import (
+    Catalog,
+    DocumentRecord,
+    DocumentStatus,
+    Job,
+    JobDocument,
+    SuspectChunk,
+)
 from ingest.chunking import Chunker
 from ingest.errors import IngestError
 from ingest.manifest import MANIFEST_NAMES, Manifest, ManifestEntry
@@ -53,9 +62,13 @@ class Ingestor:
         chunker: Chunker,
         default_access_groups: list[str],
         max_file_bytes: int,
+        injection_screen: InjectionScreen | None = None,
+        injection_policy: InjectionPolicy = InjectionPolicy.QUARANTINE,
     ) -> None:
         if max_file_bytes < 1:
             raise ValueError("max_file_bytes must be positive")
+        self._screen = injection_screen
+        self._injection_policy = InjectionPolicy(injection_policy)
         self._store = store
         self._catalog = catalog
         self._embedder = embedder
@@ -82,6 +95,8 @@ class Ingestor:
             chunker,
             settings.default_access_groups,
             int(settings.max_file_mb * 1024 * 1024),
+            InjectionScreen(settings.injection_threshold),
+            settings.injection_policy,
         )
 
     def run(
@@ -160,6 +175,7 @@ class Ingestor:
         if not document.access_groups:
             document.access_groups = list(self._default_access_groups)
         chunks = self._chunker.run(document)
+        suspects = self._screen_chunks(chunks)
         for start in range(0, len(chunks), UPSERT_BATCH):
             batch = chunks[start : start + UPSERT_BATCH]
             texts = [chunk.embedding_text() for chunk in batch]
@@ -194,7 +210,31 @@ class Ingestor:
             chunks=len(chunks),
             error=None,
             duration_ms=None,
+            suspect_chunks=suspects,
         )
+
+    def _screen_chunks(self, chunks: list[Chunk]) -> list[SuspectChunk]:
+        """Mark chunks that read as instructions to the model; quarantine them by policy."""
+        if self._screen is None:
+            return []
+        quarantine = self._injection_policy is InjectionPolicy.QUARANTINE
+        suspects = []
+        for chunk in chunks:
+            screening = self._screen.run(chunk.embedding_text())  # headings reach the model too
+            if not screening.suspect:
+                continue
+            chunk.injection_suspect = True
+            chunk.injection_reasons = screening.reasons
+            chunk.quarantine = QUARANTINE_REASON if quarantine else None
+            suspects.append(
+                SuspectChunk(
+                    chunk_id=chunk.chunk_id,
+                    section=chunk.section,
+                    reasons=screening.reasons,
+                    quarantined=quarantine,
+                )
+            )
+        return suspects
 
     def delete(self, document_id: str) -> bool:
         """Remove a document's chunks and record; False when it was not there."""

@@ -1,7 +1,8 @@
 """Metadata filters and access control, compiled into one Qdrant filter.
 
 Access control runs inside the vector store query, so a chunk the caller may not read is never
-scored, returned, reranked or cited.
+scored, returned, reranked or cited. Quarantined chunks (e.g. prompt-injection suspects, see
+core/injection.py) are excluded the same way, for every caller.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import datetime as dt
 from pydantic import BaseModel, Field
 from qdrant_client import models
 
+from core.injection import QUARANTINE_REASON as QUARANTINE
 from core.models import Role
 
 
@@ -54,4 +56,6 @@ def build_filter(principal: Principal, filters: SearchFilters | None = None) -> 
                 range=models.DatetimeRange(gte=filters.effective_from, lte=filters.effective_to),
             )
         )
-    return models.Filter(must=must)
+    # Chunks stored before quarantine existed have no such field and stay searchable.
+    quarantined = models.FieldCondition(key="quarantine", match=models.MatchValue(value=QUARANTINE))
+    return models.Filter(must=must, must_not=[quarantined])

@@ -23,6 +23,7 @@ KEYWORD_FIELDS = (
     "regulator",
     "document_type",
     "access_groups",
+    "quarantine",
 )
 DATE_FIELDS = ("effective_date",)
 

@@ -145,6 +145,7 @@ class TestIngestAndDocumentRoutes:
             assert created.status_code == 202
             job = wait_for_job(client, created.json()["job_id"])
             listed = client.get("/v1/documents").json()
+            jobs = client.get("/v1/ingest/jobs", params={"limit": 1}, headers=ADMIN).json()
             board = client.get("/v1/documents/board")
             rules = client.get("/v1/documents/rules").json()
             answer = client.post("/v1/query", json={"question": "What did the board approve?"})
@@ -160,7 +161,10 @@ class TestIngestAndDocumentRoutes:
         }
         failed = [d for d in job["documents"] if d["status"] == "failed"]  # type: ignore[attr-defined]
         assert failed[0]["error"] == "empty.txt: no text found"
-        assert [d["document_id"] for d in listed] == ["rules"]  # board.md is restricted
+        assert [d["document_id"] for d in listed["items"]] == ["rules"]  # board.md is restricted
+        assert (listed["total"], listed["limit"], listed["offset"]) == (1, 50, 0)
+        assert [j["job_id"] for j in jobs["items"]] == [job["job_id"]]
+        assert (jobs["total"], jobs["limit"]) == (1, 1)
         assert board.status_code == 404
         assert rules["metadata"]["jurisdiction"] == "ADGM"
         assert "Zephyr" not in answer.text

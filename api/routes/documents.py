@@ -1,11 +1,13 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, status
 
 from api.deps import AdminPrincipal, CurrentPrincipal, ServicesDep
 from api.errors import ApiError
+from api.pagination import Page, Pagination
+from api.schemas import ErrorResponse
 from ingest.catalog import DocumentRecord
 from retrieval.filters import Principal
 
@@ -20,15 +22,19 @@ def _visible(record: DocumentRecord, principal: Principal) -> bool:
 def list_documents(
     services: ServicesDep,
     principal: CurrentPrincipal,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[DocumentRecord]:
-    """The documents the caller may read."""
+    pagination: Pagination,
+) -> Page[DocumentRecord]:
+    """The documents the caller may read, by id."""
     visible = [r for r in services.catalog.documents() if _visible(r, principal)]
-    return visible[offset : offset + limit]
+    return pagination.slice(visible)
 
 
-@router.get("/{document_id}", operation_id="get_document")
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such document (or not visible)"}
+}
+
+
+@router.get("/{document_id}", operation_id="get_document", responses=_NOT_FOUND)
 def get_document(
     document_id: str, services: ServicesDep, principal: CurrentPrincipal
 ) -> DocumentRecord:
@@ -39,7 +45,10 @@ def get_document(
 
 
 @router.delete(
-    "/{document_id}", operation_id="delete_document", status_code=status.HTTP_204_NO_CONTENT
+    "/{document_id}",
+    operation_id="delete_document",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=_NOT_FOUND,
 )
 def delete_document(document_id: str, services: ServicesDep, _admin: AdminPrincipal) -> None:
     """Remove a document and every chunk of it (admins)."""

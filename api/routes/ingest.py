@@ -4,10 +4,13 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Request, UploadFile, status
+from fastapi import APIRouter, File, Request, UploadFile, status
 
 from api.deps import AdminPrincipal, ServicesDep
 from api.errors import ApiError
+from api.metrics import metrics_of
+from api.pagination import Page, Pagination
+from api.schemas import ErrorResponse
 from ingest.catalog import Job
 from ingest.errors import IngestError
 from ingest.manifest import Manifest
@@ -74,7 +77,12 @@ async def create_job(
         for upload, path in zip(files, paths, strict=True)
     }
     request.app.state.ingest_worker.submit(
-        services.ingestor().run, paths, requested_by=admin.subject, metadata=metadata, job_id=job_id
+        services.ingestor().run,
+        paths,
+        requested_by=admin.subject,
+        metadata=metadata,
+        job_id=job_id,
+        on_document=metrics_of(request).observe_document,
     )
     job = services.catalog.job(job_id)
     assert job is not None
@@ -85,14 +93,18 @@ async def create_job(
 def list_jobs(
     services: ServicesDep,
     _admin: AdminPrincipal,
-    limit: Annotated[int, Query(ge=1, le=200)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[Job]:
+    pagination: Pagination,
+) -> Page[Job]:
     """Ingestion jobs, newest first (admins)."""
-    return services.catalog.jobs(limit, offset)
+    jobs = services.catalog.jobs(pagination.limit, pagination.offset)
+    return pagination.page(jobs, services.catalog.count_jobs())
 
 
-@router.get("/{job_id}", operation_id="get_ingest_job")
+@router.get(
+    "/{job_id}",
+    operation_id="get_ingest_job",
+    responses={404: {"model": ErrorResponse, "description": "No such job"}},
+)
 def get_job(job_id: str, services: ServicesDep, _admin: AdminPrincipal) -> Job:
     """One job with per-document status, chunk counts, errors and timings (admins)."""
     job = services.catalog.job(job_id)

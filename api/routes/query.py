@@ -4,11 +4,19 @@ import json
 import logging
 from collections.abc import Iterator
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import CurrentPrincipal, PipelineDep
-from api.schemas import ModelUnavailableResponse, PassageOut, QueryRequest, QueryResponse
+from api.limits import QuerySlot
+from api.metrics import Metrics, metrics_of
+from api.schemas import (
+    ErrorResponse,
+    ModelUnavailableResponse,
+    PassageOut,
+    QueryRequest,
+    QueryResponse,
+)
 from core.pipeline import (
     AnswerUnavailableError,
     FinalEvent,
@@ -33,26 +41,39 @@ _STREAM_DOC = (
     response_model=QueryResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": _STREAM_DOC},
-        503: {"model": ModelUnavailableResponse, "description": "Model server down"},
+        400: {"model": ErrorResponse, "description": "The question reads as prompt injection"},
+        429: {"model": ErrorResponse, "description": "Rate limited (see Retry-After)"},
+        503: {
+            "model": ModelUnavailableResponse,
+            "description": "Model server down (with the passages), or all answer slots busy",
+        },
     },
 )
 def query(
-    body: QueryRequest, pipeline: PipelineDep, principal: CurrentPrincipal
+    body: QueryRequest,
+    pipeline: PipelineDep,
+    principal: CurrentPrincipal,
+    request: Request,
+    _slot: QuerySlot,
 ) -> QueryResponse | StreamingResponse:
     """Answer a question from the documents the caller may read, citing each sentence's passage."""
+    metrics = metrics_of(request)
     if body.stream:
+        # Screened before the stream starts, so that a hostile question still gets its 400.
+        pipeline.screen(body.question)
         events = pipeline.stream(body.question, principal, body.filters, body.top_k, body.model)
         # A sync iterator: Starlette runs each step in its thread pool, off the event loop.
         return StreamingResponse(
-            _server_sent(events),
+            _server_sent(events, metrics),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     result = pipeline.run(body.question, principal, body.filters, body.top_k, body.model)
+    metrics.observe_answer(result.answer)
     return QueryResponse.from_result(result)
 
 
-def _server_sent(events: Iterator[StreamEvent]) -> Iterator[str]:
+def _server_sent(events: Iterator[StreamEvent], metrics: Metrics) -> Iterator[str]:
     try:
         for event in events:
             if isinstance(event, PassagesEvent):
@@ -61,6 +82,7 @@ def _server_sent(events: Iterator[StreamEvent]) -> Iterator[str]:
             elif isinstance(event, TokenEvent):
                 yield _event("token", {"text": event.text})
             elif isinstance(event, FinalEvent):
+                metrics.observe_answer(event.result.answer)
                 response = QueryResponse.from_result(event.result)
                 yield _event("final", response.model_dump(mode="json"))
     except AnswerUnavailableError as error:
