@@ -16,7 +16,7 @@ export DO_NOT_TRACK := 1
 INSTALLED := $(VENV)/.installed
 LOCAL_LLM_INSTALLED := $(VENV)/.local-llm-installed
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint browser clean
 
 install: $(INSTALLED)
 
@@ -55,7 +55,15 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(LOCAL_LLM_INSTALLED) lint
+# The web page's browser tests drive Debian's Chromium through Playwright (never Playwright's own
+# browser download); they skip without it locally and fail in CI.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; \
+	else echo "The browser tests need Chromium at /usr/bin/chromium: sudo apt-get install -y chromium"; fi
+
+test: $(LOCAL_LLM_INSTALLED) browser lint
 	$(BIN)/pytest
 
 clean:

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routes import documents, health, ingest, query
+from api.routes import documents, health, ingest, query, web
 from api.schemas import ErrorDetail, ErrorResponse, ModelUnavailableResponse, PassageOut
 from core.pipeline import AnswerUnavailableError, Services
 from core.settings import Settings, get_settings
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(query.router)
     app.include_router(documents.router)
     app.include_router(ingest.router)
+    app.include_router(web.router)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
