@@ -47,7 +47,7 @@ run: $(INSTALLED) $(if $(filter local,$(LLM)),$(LOCAL_LLM_INSTALLED))
 		export REGULUS_LLM_BASE_URL=http://127.0.0.1:$(LLM_PORT)/v1 REGULUS_LLM_MODEL=smollm2-135m; \
 		echo "Local model server on http://127.0.0.1:$(LLM_PORT)/v1 (log: local-llm.log)"; \
 	fi; \
-	echo "Open http://$(HOST):$(PORT)/docs to ask questions (POST /v1/query)."; \
+	echo "Open http://$(HOST):$(PORT)/ to ask questions (API docs: http://$(HOST):$(PORT)/docs)."; \
 	$(BIN)/regulus serve --host $(HOST) --port $(PORT)
 
 lint: $(INSTALLED)

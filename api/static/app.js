@@ -357,7 +357,10 @@ function renderAnswer(response) {
     $("support").textContent = `Verified support: ${percent(response.support_score)} of sentences backed by their passages.`;
     $("support").hidden = false;
   }
-  const cited = new Set(state.citations.keys());
+  const cited = new Set([
+    ...state.citations.keys(),
+    ...answerSentences(response).flatMap((sentence) => sentence.citations || []),
+  ]);
   renderSources(response.passages || [], cited, refused ? "Closest passages" : "Sources");
   const usage = response.usage;
   const meta = [`Model: ${response.model || usage?.model || "unknown"}`];
