@@ -55,7 +55,8 @@ class TestWebRoutes:
         assert not any(path.startswith("/static") for path in paths)
 
 
-@pytest.fixture(scope="module")
+# Session scope: checked before the session-wide corpus is ingested, so a skip costs nothing.
+@pytest.fixture(scope="session")
 def chromium_path() -> Path:
     try:
         import playwright.sync_api  # noqa: F401
@@ -89,7 +90,8 @@ def served(ingested_dir: Path) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", server)
+        # Loading the models takes minutes on a busy 2-core machine; this only guards a hang.
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", server, timeout_s=600)
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(server)
