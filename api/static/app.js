@@ -227,6 +227,7 @@ async function ask(event) {
       // A model server outage still answers with what retrieval found.
       const passages = await response.json().then((b) => b.passages, () => null);
       if (passages?.length) renderSources(passages, new Set(), "Retrieved passages");
+      else $("result").hidden = true;
       setBusy(false, "No answer");
       return;
     }
