@@ -16,7 +16,7 @@ export DO_NOT_TRACK := 1
 INSTALLED := $(VENV)/.installed
 LOCAL_LLM_INSTALLED := $(VENV)/.local-llm-installed
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint browser clean
 
 install: $(INSTALLED)
 
@@ -47,7 +47,7 @@ run: $(INSTALLED) $(if $(filter local,$(LLM)),$(LOCAL_LLM_INSTALLED))
 		export REGULUS_LLM_BASE_URL=http://127.0.0.1:$(LLM_PORT)/v1 REGULUS_LLM_MODEL=smollm2-135m; \
 		echo "Local model server on http://127.0.0.1:$(LLM_PORT)/v1 (log: local-llm.log)"; \
 	fi; \
-	echo "Open http://$(HOST):$(PORT)/docs to ask questions (POST /v1/query)."; \
+	echo "Open http://$(HOST):$(PORT)/ to ask questions (API docs: http://$(HOST):$(PORT)/docs)."; \
 	$(BIN)/regulus serve --host $(HOST) --port $(PORT)
 
 lint: $(INSTALLED)
@@ -55,7 +55,15 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(LOCAL_LLM_INSTALLED) lint
+# The web page's browser tests drive Debian's Chromium through Playwright (never Playwright's own
+# browser download); they skip without it locally and fail in CI.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; \
+	else echo "The browser tests need Chromium at /usr/bin/chromium: sudo apt-get install -y chromium"; fi
+
+test: $(LOCAL_LLM_INSTALLED) browser lint
 	bash scripts/ensure-postgres.sh
 	$(BIN)/pytest
 

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.limits import V1_ERROR_RESPONSES, RateLimited, install_limits
 from api.metrics import install_metrics
-from api.routes import documents, health, ingest, query
+from api.routes import documents, health, ingest, query, web
 from api.schemas import ErrorDetail, ErrorResponse, ModelUnavailableResponse, PassageOut
 from core.pipeline import AnswerUnavailableError, Services
 from core.settings import Settings, get_settings
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(health.router)
+    app.include_router(web.router)
     for router in (query.router, documents.router, ingest.router):
         app.include_router(router, dependencies=[RateLimited], responses=V1_ERROR_RESPONSES)
     install_limits(app, settings)
