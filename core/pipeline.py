@@ -18,6 +18,7 @@ from generation.prompt import NOT_COVERED
 from ingest.catalog import Catalog
 from ingest.pipeline import Ingestor
 from retrieval.embedder import Embedder
+from retrieval.expansion import ReferenceExpander
 from retrieval.filters import Principal, SearchFilters
 from retrieval.reranker import DEFAULT_RERANKER_PATH, CrossEncoderReranker
 from retrieval.retriever import Retriever
@@ -98,9 +99,20 @@ class Services:
             generator = ExtractiveGenerator(self.embedder)
         return QueryPipeline(self.retriever(), generator)
 
-    def retriever(self, mode: SearchMode | None = None, rerank: bool = True) -> Retriever:
-        """The configured retriever; a baseline may override the mode and skip reranking."""
+    def retriever(
+        self, mode: SearchMode | None = None, rerank: bool = True, expand: bool = True
+    ) -> Retriever:
+        """The configured retriever; a baseline may override the mode and skip the later stages."""
         settings = self.settings
+        expander = (
+            ReferenceExpander(
+                self.store,
+                from_top=settings.expand_from_top,
+                max_added=settings.expand_max_added,
+            )
+            if expand and settings.expand_references
+            else None
+        )
         return Retriever(
             self.store,
             self.embedder,
@@ -110,6 +122,7 @@ class Services:
             candidates=settings.search_candidates,
             reranker=self.reranker if rerank else None,
             rerank_candidates=settings.rerank_candidates,
+            expander=expander,
         )
 
     @cached_property
