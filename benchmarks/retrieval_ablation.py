@@ -109,7 +109,9 @@ def main() -> None:
     services = Services(settings, embedder=RandomVectors(settings.embed_model))
     reranker = MemoReranker(args.reranker) if args.rerank_limit else None
     expander = ReferenceExpander(
-        services.store, from_top=args.expand_from_top, max_added=args.expand_max_added
+        services.store,
+        from_top=args.expand_from_top,
+        max_added=args.expand_max_added,
     )
 
     def retriever(rerank: bool, expand: bool) -> Retriever:

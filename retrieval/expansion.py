@@ -66,7 +66,7 @@ class ReferenceExpander:
                 found = self._store.search(
                     dense=dense,
                     sparse=sparse,
-                    limit=1,
+                    limit=2,  # the best match may be a passage already listed
                     query_filter=_reference_filter(query_filter, reference, hit.chunk.document_id),
                     candidates=10,
                 )
@@ -78,6 +78,7 @@ class ReferenceExpander:
                             RetrievedChunk(chunk=cited.chunk, score=hit.score)
                         )
                         budget -= 1
+                        break
         if not added:
             return hits[:top_k]
         expanded: list[RetrievedChunk] = []
