@@ -27,11 +27,17 @@ from retrieval.store import open_vector_store
 
 
 def load_reranker(settings: Settings) -> CrossEncoderReranker | None:
-    """The configured cross-encoder: the shipped one, a folder or hub id, or none."""
+    """The configured cross-encoder: the project's own, a folder or a hub id; or none."""
     if settings.reranker is None:
         return None
-    builtin = settings.reranker == BUILTIN_RERANKER
-    return CrossEncoderReranker(str(DEFAULT_RERANKER_PATH) if builtin else settings.reranker)
+    if settings.reranker != BUILTIN_RERANKER:
+        return CrossEncoderReranker(settings.reranker)
+    if not (DEFAULT_RERANKER_PATH / "config.json").is_file():
+        raise ValueError(
+            f"REGULUS_RERANKER=builtin, but no project reranker is at {DEFAULT_RERANKER_PATH}: "
+            "train one with retrieval/training/train_reranker.py or name a folder or hub id"
+        )
+    return CrossEncoderReranker(str(DEFAULT_RERANKER_PATH))
 
 
 class QueryResult(BaseModel):

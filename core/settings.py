@@ -56,8 +56,9 @@ class Settings(BaseSettings):
     reranker: str | None = Field(
         default=None,
         description="A cross-encoder folder or hub id, or 'builtin' for the project's own "
-        "(retrieval/models/, once trained and shipped); unset: no reranking. Off by default until "
-        "a shipped model is measured to help on held-out questions.",
+        "(retrieval/models/, written by retrieval/training/train_reranker.py; none ships); "
+        "unset: no reranking. Off by default: the candidate trained so far helped cross-reference "
+        "questions but hurt held-out ObliQA, and costs seconds per query on a 2-core CPU.",
     )
     rerank_candidates: int = Field(
         default=30, ge=1, le=200, description="Fused candidates the cross-encoder re-scores."
