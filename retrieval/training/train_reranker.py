@@ -22,8 +22,9 @@ then about an hour of evaluation). It is not shipped and `REGULUS_RERANKER` stay
 with benchmarks/retrieval_ablation.py on BM25 top-20 candidates and questions it never saw, it
 helped XRefRAG SCHEMA dev (50 questions: Recall@10 0.76 -> 0.83, MAP@10 0.52 -> 0.63, both gold
 in the top 10 0.60 -> 0.68) but hurt held-out ObliQA dev (50 questions: Recall@10 0.79 -> 0.77,
-MAP@10 0.68 -> 0.61, MRR 0.74 -> 0.67), and reranking 20 candidates costs seconds per query on
-a shared 2-core CPU.
+MAP@10 0.68 -> 0.61, MRR 0.74 -> 0.67), was mixed on ObliQA-MP val (50 questions: Recall@10
+0.63 -> 0.65, MAP@10 0.52 -> 0.50), and reranking 20 candidates costs seconds per query on a
+shared 2-core CPU.
 """
 
 from __future__ import annotations
