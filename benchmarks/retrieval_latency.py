@@ -6,7 +6,9 @@ cost does not depend on their values, and embedding 100k passages would take hou
 Queries are real ObliQA questions, embedded and encoded exactly as in production. With a reranker
 (REGULUS_RERANKER or the shipped one), the rerank stage is timed too.
 
-Run: .venv/bin/python benchmarks/retrieval_latency.py [--sizes 10000 100000] [--queries 100]
+Run: REGULUS_RERANKER=builtin .venv/bin/python benchmarks/retrieval_latency.py
+         [--sizes 10000 100000]
+         [--queries 100] [--rerank-candidates 20 30]
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from core.pipeline import load_reranker
 from core.settings import Settings
 from retrieval.edge_store import EdgeVectorStore
 from retrieval.embedder import Embedder
+from retrieval.expansion import ReferenceExpander
 from retrieval.filters import Principal, SearchFilters
 from retrieval.retriever import Retriever
 from retrieval.sparse import BM25Encoder
@@ -63,6 +66,7 @@ def build(store: EdgeVectorStore, size: int, texts: list[tuple[str, str]], dim: 
                     document_id=f"doc-{n % 40}",
                     document_title="ObliQA",
                     section=ref,
+                    section_ref=ref,
                     text=text,
                     source="bench",
                     content_hash="bench",
@@ -92,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--rerank-candidates", type=int, nargs="+", default=[20, 50])
+    parser.add_argument("--rerank-candidates", type=int, nargs="+", default=[20, 30])
     args = parser.parse_args()
 
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
@@ -105,6 +109,7 @@ def main() -> None:
     public = Principal(subject="bench", groups=["public"])
     adgm = SearchFilters(jurisdictions=["ADGM"])
     print(f"{len(texts)} distinct passages, {len(questions)} queries")
+    first_size: dict[str, float] = {}
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
             store = EdgeVectorStore(Path(tmp) / "vectors")
@@ -119,23 +124,42 @@ def main() -> None:
             rows.append(
                 ("hybrid + filter", timed(lambda q, h=hybrid: h.run(q, public, adgm), questions))
             )
-            if reranker is not None:
-                for candidates in args.rerank_candidates:
-                    rows.append(
-                        (
-                            f"hybrid + rerank {candidates}",
-                            timed(
-                                lambda q, c=candidates, h=hybrid: reranker.run(
-                                    q, h.run(q, public, top_k=c), top_k=10
-                                ),
-                                questions,
-                            ),
-                        )
+            expanding = Retriever(
+                store,
+                embedder,
+                BM25Encoder(),
+                mode=SearchMode.HYBRID,
+                top_k=10,
+                expander=ReferenceExpander(store),
+            )
+            rows.append(
+                ("hybrid + references", timed(lambda q, e=expanding: e.run(q, public), questions))
+            )
+            for candidates in args.rerank_candidates if reranker is not None else []:
+                reranking = Retriever(
+                    store,
+                    embedder,
+                    BM25Encoder(),
+                    mode=SearchMode.HYBRID,
+                    top_k=10,
+                    reranker=reranker,
+                    rerank_candidates=candidates,
+                )
+                rows.append(
+                    (
+                        f"hybrid + rerank {candidates}",
+                        timed(lambda q, r=reranking: r.run(q, public), questions),
                     )
+                )
             store.close()
         print(f"\n{size:,} chunks (built and optimized in {build_s:.0f} s)")
         for name, (p50, p95) in rows:
-            print(f"  {name:22s} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms")
+            growth = ""
+            if name in first_size:
+                growth = f"   p50 x{p50 / first_size[name]:.2f} vs {args.sizes[0]:,}"
+            print(f"  {name:22s} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms{growth}")
+            first_size.setdefault(name, p50)
+    print(f"\nload average during the run: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

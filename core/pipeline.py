@@ -26,6 +26,7 @@ from generation.routing import ModelRouter, PriceTable
 from ingest.catalog import Catalog
 from ingest.pipeline import Ingestor
 from retrieval.embedder import Embedder
+from retrieval.expansion import ReferenceExpander
 from retrieval.filters import Principal, SearchFilters
 from retrieval.reranker import DEFAULT_RERANKER_PATH, CrossEncoderReranker
 from retrieval.retriever import Retriever
@@ -36,11 +37,17 @@ log = logging.getLogger(__name__)
 
 
 def load_reranker(settings: Settings) -> CrossEncoderReranker | None:
-    """The configured cross-encoder: the shipped one, a folder or hub id, or none."""
+    """The configured cross-encoder: the project's own, a folder or a hub id; or none."""
     if settings.reranker is None:
         return None
-    builtin = settings.reranker == BUILTIN_RERANKER
-    return CrossEncoderReranker(str(DEFAULT_RERANKER_PATH) if builtin else settings.reranker)
+    if settings.reranker != BUILTIN_RERANKER:
+        return CrossEncoderReranker(settings.reranker)
+    if not (DEFAULT_RERANKER_PATH / "config.json").is_file():
+        raise ValueError(
+            f"REGULUS_RERANKER=builtin, but no project reranker is at {DEFAULT_RERANKER_PATH}: "
+            "train one with retrieval/training/train_reranker.py or name a folder or hub id"
+        )
+    return CrossEncoderReranker(str(DEFAULT_RERANKER_PATH))
 
 
 class QueryResult(BaseModel):
@@ -184,9 +191,11 @@ class QueryPipeline:
         timings: dict[str, float],
     ) -> list[RetrievedChunk]:
         with _timed(timings, "retrieval"):
-            hits = self.retriever.search(question, principal, filters, top_k)
+            candidates = self.retriever.search(question, principal, filters, top_k)
         with _timed(timings, "rerank"):
-            return self.retriever.rerank(question, hits, top_k)
+            candidates = self.retriever.rerank(question, candidates, top_k)
+        with _timed(timings, "expansion"):
+            return self.retriever.expand(candidates, top_k)
 
     def _result(
         self,
@@ -271,9 +280,20 @@ class Services:
             prices=PriceTable(settings.llm_prices),
         )
 
-    def retriever(self, mode: SearchMode | None = None, rerank: bool = True) -> Retriever:
-        """The configured retriever; a baseline may override the mode and skip reranking."""
+    def retriever(
+        self, mode: SearchMode | None = None, rerank: bool = True, expand: bool = True
+    ) -> Retriever:
+        """The configured retriever; a baseline may override the mode and skip the later stages."""
         settings = self.settings
+        expander = (
+            ReferenceExpander(
+                self.store,
+                from_top=settings.expand_from_top,
+                max_added=settings.expand_max_added,
+            )
+            if expand and settings.expand_references
+            else None
+        )
         return Retriever(
             self.store,
             self.embedder,
@@ -283,6 +303,7 @@ class Services:
             candidates=settings.search_candidates,
             reranker=self.reranker if rerank else None,
             rerank_candidates=settings.rerank_candidates,
+            expander=expander,
         )
 
     @cached_property

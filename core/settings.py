@@ -58,11 +58,23 @@ class Settings(BaseSettings):
     reranker: str | None = Field(
         default=None,
         description="A cross-encoder folder or hub id, or 'builtin' for the project's own "
-        "(retrieval/models/, once trained and shipped); unset: no reranking. Off by default until "
-        "a shipped model is measured to help on held-out questions.",
+        "(retrieval/models/, written by retrieval/training/train_reranker.py; none ships); "
+        "unset: no reranking. Off by default: the candidate trained so far helped cross-reference "
+        "questions but hurt held-out ObliQA, and costs seconds per query on a 2-core CPU.",
     )
     rerank_candidates: int = Field(
         default=30, ge=1, le=200, description="Fused candidates the cross-encoder re-scores."
+    )
+    expand_references: bool = Field(
+        default=False,
+        description="Add the passages that the best hits cite ('Rule 3.19.6', 'section 117 of "
+        "FSMR') after the hit citing them, looked up inside the store under the same filters.",
+    )
+    expand_from_top: int = Field(
+        default=3, ge=1, le=50, description="How many of the best hits have references expanded."
+    )
+    expand_max_added: int = Field(
+        default=3, ge=1, le=50, description="Most cited passages added per query."
     )
     bm25_k1: float = Field(default=1.2, gt=0)
     bm25_b: float = Field(default=0.75, ge=0, le=1)

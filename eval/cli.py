@@ -99,7 +99,7 @@ def retrieval(
     try:
         runs = {
             "regulus": services.retriever(),
-            "bm25": services.retriever(SearchMode.SPARSE, rerank=False),
+            "bm25": services.retriever(SearchMode.SPARSE, rerank=False, expand=False),
         }
         with _progress() as progress:
             for name, retriever in runs.items():
@@ -112,7 +112,11 @@ def retrieval(
                 scores[name] = score(results, k)
     finally:
         services.close()
-    label = settings.search_mode.value + (" + rerank" if settings.reranker else "")
+    label = (
+        settings.search_mode.value
+        + (" + rerank" if settings.reranker else "")
+        + (" + references" if settings.expand_references else "")
+    )
     _print_scores(scores, label)
     if json_out:
         figures = scores["regulus"].model_dump() | {

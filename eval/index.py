@@ -25,7 +25,7 @@ INDEX_SETTINGS = (
 )
 COMPLETE_MARKER = "index.json"
 # Bumped whenever what an index holds or how it is stored changes.
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3
 
 
 def index_fingerprint(files: list[Path], settings: Settings) -> str:

@@ -29,6 +29,7 @@ from retrieval.store import (
     KEYWORD_FIELDS,
     SPARSE_VECTOR,
     StoreUnavailableError,
+    chunk_payload,
 )
 
 _META = "regulus-store.json"
@@ -143,7 +144,7 @@ class EdgeVectorStore:
                         indices=sparse_vector.indices, values=sparse_vector.values
                     ),
                 },
-                chunk.model_dump(mode="json"),
+                chunk_payload(chunk),
             )
             for chunk, dense_vector, sparse_vector in zip(chunks, dense, sparse, strict=True)
         ]

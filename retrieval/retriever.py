@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
+import numpy as np
+from qdrant_client import models
+
 from core.models import RetrievedChunk, SearchMode
 from retrieval.embedder import Embedder
+from retrieval.expansion import ReferenceExpander
 from retrieval.filters import Principal, SearchFilters, build_filter
 from retrieval.reranker import CrossEncoderReranker
 from retrieval.sparse import BM25Encoder
@@ -24,11 +30,13 @@ class Retriever:
         candidates: int = 50,
         reranker: CrossEncoderReranker | None = None,
         rerank_candidates: int = 30,
+        expander: ReferenceExpander | None = None,
     ) -> None:
         if top_k < 1 or candidates < 1 or rerank_candidates < 1:
             raise ValueError("top_k, candidates and rerank_candidates must be at least 1")
         self.reranker = reranker
         self.rerank_candidates = rerank_candidates
+        self.expander = expander
         self._store = store
         self._embedder = embedder
         self._sparse_encoder = sparse_encoder
@@ -43,7 +51,8 @@ class Retriever:
         filters: SearchFilters | None = None,
         top_k: int | None = None,
     ) -> list[RetrievedChunk]:
-        return self.rerank(query, self.search(query, principal, filters, top_k), top_k)
+        candidates = self.search(query, principal, filters, top_k)
+        return self.expand(self.rerank(query, candidates, top_k), top_k)
 
     def search(
         self,
@@ -51,7 +60,7 @@ class Retriever:
         principal: Principal,
         filters: SearchFilters | None = None,
         top_k: int | None = None,
-    ) -> list[RetrievedChunk]:
+    ) -> Candidates:
         """The fused candidates: `top_k` of them, or the reranker's pool when there is one."""
         if not query.strip():
             raise ValueError("the query is empty")
@@ -59,19 +68,41 @@ class Retriever:
         sparse = None if self.mode is SearchMode.DENSE else self._sparse_encoder.encode_query(query)
         limit = top_k or self.top_k
         pool = max(limit, self.rerank_candidates) if self.reranker else limit
-        return self._store.search(
+        query_filter = build_filter(principal, filters)
+        hits = self._store.search(
             dense=dense,
             sparse=sparse,
             limit=pool,
-            query_filter=build_filter(principal, filters),
+            query_filter=query_filter,
             candidates=max(self.candidates, pool),
         )
+        return Candidates(hits, dense, sparse, query_filter)
 
-    def rerank(
-        self, query: str, hits: list[RetrievedChunk], top_k: int | None = None
-    ) -> list[RetrievedChunk]:
+    def rerank(self, query: str, candidates: Candidates, top_k: int | None = None) -> Candidates:
         """The best `top_k` hits by the cross-encoder, or the hits as they are without one."""
         limit = top_k or self.top_k
-        if self.reranker is None or not hits:
-            return hits[:limit]
-        return self.reranker.run(query, hits, top_k=limit)
+        if self.reranker is None or not candidates.hits:
+            return replace(candidates, hits=candidates.hits[:limit])
+        return replace(candidates, hits=self.reranker.run(query, candidates.hits, top_k=limit))
+
+    def expand(self, candidates: Candidates, top_k: int | None = None) -> list[RetrievedChunk]:
+        """The hits, with the passages the best of them cite when expansion is on."""
+        if self.expander is None or not candidates.hits:
+            return candidates.hits
+        return self.expander.run(
+            candidates.hits,
+            dense=candidates.dense,
+            sparse=candidates.sparse,
+            query_filter=candidates.query_filter,
+            top_k=top_k or self.top_k,
+        )
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Hits with the query vectors and filter that found them: expansion searches with them."""
+
+    hits: list[RetrievedChunk]
+    dense: np.ndarray | None
+    sparse: models.SparseVector | None
+    query_filter: models.Filter

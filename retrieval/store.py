@@ -11,6 +11,7 @@ from qdrant_client import QdrantClient, models
 
 from core.models import Chunk, RetrievedChunk
 from core.settings import Settings
+from retrieval.references import reference_payload
 
 DENSE_VECTOR = "dense"
 SPARSE_VECTOR = "sparse"
@@ -24,6 +25,8 @@ KEYWORD_FIELDS = (
     "document_type",
     "access_groups",
     "quarantine",
+    "ref_keys",
+    "document_codes",
 )
 DATE_FIELDS = ("effective_date",)
 
@@ -34,6 +37,11 @@ class StoreUnavailableError(RuntimeError):
 
 def chunk_point_id(document_id: str, section: str, ordinal: int) -> str:
     return str(uuid.uuid5(CHUNK_ID_NAMESPACE, f"{document_id}\x1f{section}\x1f{ordinal}"))
+
+
+def chunk_payload(chunk: Chunk) -> dict[str, object]:
+    """The chunk itself, plus the keys that cross-references to it are looked up by."""
+    return chunk.model_dump(mode="json") | reference_payload(chunk)
 
 
 def _match(key: str, value: str) -> models.FieldCondition:
@@ -135,7 +143,7 @@ class QdrantServerStore:
             models.PointStruct(
                 id=chunk.chunk_id,
                 vector={DENSE_VECTOR: dense_vector.tolist(), SPARSE_VECTOR: sparse_vector},
-                payload=chunk.model_dump(mode="json"),
+                payload=chunk_payload(chunk),
             )
             for chunk, dense_vector, sparse_vector in zip(chunks, dense, sparse, strict=True)
         ]

@@ -33,3 +33,14 @@ class TestSettings:
     def test_rejects_invalid_values(self) -> None:
         with pytest.raises(ValueError, match="top_k"):
             Settings(_env_file=None, top_k=0)  # type: ignore[call-arg]
+
+
+def test_builtin_reranker_without_a_trained_model_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import core.pipeline
+
+    monkeypatch.setattr(core.pipeline, "DEFAULT_RERANKER_PATH", tmp_path / "missing")
+    with pytest.raises(ValueError, match="no project reranker"):
+        core.pipeline.load_reranker(Settings(_env_file=None, reranker="builtin"))  # type: ignore[call-arg]
+    assert core.pipeline.load_reranker(Settings(_env_file=None, reranker="none")) is None  # type: ignore[call-arg]

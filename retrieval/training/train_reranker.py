@@ -15,9 +15,16 @@ Evaluation: BM25 top-50 candidates per question, then Recall@10, MAP@10, nDCG@10
 BM25 order and for the cross-encoder order, on held-out ObliQA dev questions and on ObliQA-MP val
 less the questions trained on; then reranking latency for 20 and 50 candidates.
 
-    .venv/bin/python -m retrieval.training.train_reranker --threads 2 --max-train-pairs 10000
+    .venv/bin/python -m retrieval.training.train_reranker --threads 1
 
-(see retrieval/models/regulus-reranker-minilm-l6/MODEL_CARD.md for the exact command used).
+With the defaults this trains the candidate model (about 32 min of training on one busy CPU core,
+then about an hour of evaluation). It is not shipped and `REGULUS_RERANKER` stays off: measured
+with benchmarks/retrieval_ablation.py on BM25 top-20 candidates and questions it never saw, it
+helped XRefRAG SCHEMA dev (50 questions: Recall@10 0.76 -> 0.83, MAP@10 0.52 -> 0.63, both gold
+in the top 10 0.60 -> 0.68) but hurt held-out ObliQA dev (50 questions: Recall@10 0.79 -> 0.77,
+MAP@10 0.68 -> 0.61, MRR 0.74 -> 0.67), was mixed on ObliQA-MP val (50 questions: Recall@10
+0.63 -> 0.65, MAP@10 0.52 -> 0.50), and reranking 20 candidates costs seconds per query on a
+shared 2-core CPU.
 """
 
 from __future__ import annotations
@@ -518,8 +525,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--negative-pool", type=int, default=20, help="BM25 depth to draw from")
     parser.add_argument("--groups-per-batch", type=int, default=8)
     parser.add_argument("--micro-batch", type=int, default=8, help="pairs per forward pass")
-    parser.add_argument("--learning-rate", type=float, default=5e-5)
-    parser.add_argument("--warmup", type=float, default=0.1)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--warmup", type=float, default=0.05)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument(
         "--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast"
@@ -530,7 +537,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-training", action="store_true", help="evaluate --out as it is")
     parser.add_argument("--eval-sets", default="obliqa,mp", help="obliqa, mp; empty: none")
     parser.add_argument("--candidates", type=int, default=50)
-    parser.add_argument("--eval-sample", type=int, default=0, help="held-out ObliQA; 0: all")
+    parser.add_argument(
+        "--eval-sample", type=int, default=300, help="held-out ObliQA questions; 0: all"
+    )
     parser.add_argument("--dense-pool", action="store_true", help="BM25 vs BM25+dense pools")
     parser.add_argument("--dense-rerank-sample", type=int, default=100)
     parser.add_argument("--latency-questions", type=int, default=20, help="0: no timing")
