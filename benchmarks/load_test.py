@@ -6,8 +6,9 @@ goes on. Errors are everything else: other non-2xx statuses, timeouts and connec
 
     # against a running server
     python benchmarks/load_test.py --url http://127.0.0.1:8000 --users 20 --duration 60
-    # or start `regulus local-llm` and `regulus serve` on DATA_DIR first (stopped at the end)
-    python benchmarks/load_test.py --spawn DATA_DIR --users 20 --duration 60
+    # or start `regulus local-llm` and `regulus serve` on DATA_DIR first (stopped at the end);
+    # --extractive: no model server (the default deployment's extractive answers)
+    python benchmarks/load_test.py --spawn DATA_DIR [--extractive] --users 20 --duration 60
 
 Prints throughput, latency percentiles of answered questions, and counts by status.
 """
@@ -27,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -92,19 +94,35 @@ def percentile(values: list[float], share: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(share * 100) - 1]
 
 
+def client_for(url: str, number: int, timeout_s: float) -> httpx.AsyncClient:
+    """Each analyst connects from its own loopback address: until callers sign in with their own
+    keys, the server tells anonymous callers apart (and rate-limits them) by address."""
+    local = (
+        f"127.0.1.{number + 1}" if urlsplit(url).hostname in ("127.0.0.1", "localhost") else None
+    )
+    transport = httpx.AsyncHTTPTransport(local_address=local) if local else None
+    return httpx.AsyncClient(base_url=url, timeout=timeout_s, transport=transport)
+
+
 async def run(
     url: str, users: int, duration_s: float, max_requests: int, timeout_s: float, think_s: float
 ) -> tuple[Results, float]:
     results = Results()
     budget = [max_requests]
-    limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+    clients = [client_for(url, n, timeout_s) for n in range(users)]
+    try:
         started = time.monotonic()
         deadline = started + duration_s
         await asyncio.gather(
-            *(analyst(client, n, deadline, results, budget, think_s) for n in range(users))
+            *(
+                analyst(client, n, deadline, results, budget, think_s)
+                for n, client in enumerate(clients)
+            )
         )
         elapsed = time.monotonic() - started
+    finally:
+        for client in clients:
+            await client.aclose()
     return results, elapsed
 
 
@@ -135,49 +153,52 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _wait_for(url: str, processes: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+            raise RuntimeError(f"{url} did not come up")
+        time.sleep(1)
+
+
 @contextmanager
-def spawned(data_dir: Path, serve_port: int, llm_port: int) -> Iterator[str]:
-    """`regulus local-llm` and `regulus serve` on `data_dir`, for the duration of the test."""
+def spawned(data_dir: Path, with_model: bool) -> Iterator[str]:
+    """`regulus serve` on `data_dir` (and `regulus local-llm` behind it) while the test runs."""
     env = {**os.environ, "REGULUS_DATA_DIR": str(data_dir)}
-    env.update(
-        REGULUS_LLM_BASE_URL=f"http://127.0.0.1:{llm_port}/v1",
-        REGULUS_LLM_MODEL=env.get("REGULUS_LLM_MODEL", "smollm2-135m"),
-    )
     regulus = [sys.executable, "-m", "core.cli"]
-    processes = [
-        subprocess.Popen(
-            [*regulus, "local-llm", "--port", str(llm_port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-        subprocess.Popen(
-            [*regulus, "serve", "--port", str(serve_port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-    ]
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(*command: str) -> None:
+        processes.append(
+            subprocess.Popen(
+                [*regulus, *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        )
+
     try:
-        for url in (
-            f"http://127.0.0.1:{llm_port}/v1/models",
-            f"http://127.0.0.1:{serve_port}/readyz",
-        ):
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    if httpx.get(url, timeout=5).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
-                    raise RuntimeError(f"{url} did not come up")
-                time.sleep(1)
+        if with_model:
+            llm_port = free_port()
+            env["REGULUS_LLM_BASE_URL"] = f"http://127.0.0.1:{llm_port}/v1"
+            env.setdefault("REGULUS_LLM_MODEL", "smollm2-135m")
+            start("local-llm", "--port", str(llm_port))
+            _wait_for(f"http://127.0.0.1:{llm_port}/v1/models", processes)
+        serve_port = free_port()
+        start("serve", "--port", str(serve_port))
+        _wait_for(f"http://127.0.0.1:{serve_port}/readyz", processes)
         yield f"http://127.0.0.1:{serve_port}"
     finally:
         for process in processes:
             process.terminate()
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a model server busy generating
+                process.kill()
+                process.wait()
 
 
 def main() -> None:
@@ -190,6 +211,9 @@ def main() -> None:
         type=Path,
         metavar="DATA_DIR",
         help="start the model server and the API on this (ingested) data folder",
+    )
+    parser.add_argument(
+        "--extractive", action="store_true", help="with --spawn: no model server behind the API"
     )
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds")
@@ -205,7 +229,7 @@ def main() -> None:
         report(results, elapsed, args.users)
 
     if args.spawn:
-        with spawned(args.spawn, serve_port=free_port(), llm_port=free_port()) as url:
+        with spawned(args.spawn, with_model=not args.extractive) as url:
             go(url)
     else:
         go(args.url)
