@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from core.models import RetrievedChunk
+from core.auth import ApiKey
+from core.models import RetrievedChunk, Role
 from retrieval.filters import SearchFilters
 
 
@@ -62,6 +63,12 @@ class QueryResponse(BaseModel):
     citations: list[CitationOut]
     passages: list[PassageOut]
     model: str
+    query_id: int | None = Field(
+        default=None, description="The audit log row of this query (its id in the history)."
+    )
+    pii: list[str] = Field(
+        default_factory=list, description="Kinds of personal data found in the answer."
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -75,3 +82,13 @@ class ErrorResponse(BaseModel):
 
 class ModelUnavailableResponse(ErrorResponse):
     passages: list[PassageOut] = Field(description="What retrieval found before the model failed.")
+
+
+class KeyCreate(BaseModel):
+    role: Role = Role.ANALYST
+    groups: list[str] = Field(default_factory=list, description="Access groups of the holder.")
+    name: str = Field(default="", max_length=200, description="Who or what holds the key.")
+
+
+class KeyCreated(ApiKey):
+    key: str = Field(description="The secret, shown this once: it is stored only as a hash.")

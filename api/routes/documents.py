@@ -41,7 +41,7 @@ def get_document(
 @router.delete(
     "/{document_id}", operation_id="delete_document", status_code=status.HTTP_204_NO_CONTENT
 )
-def delete_document(document_id: str, services: ServicesDep, _admin: AdminPrincipal) -> None:
+def delete_document(document_id: str, services: ServicesDep, admin: AdminPrincipal) -> None:
     """Remove a document and every chunk of it (admins)."""
-    if not services.ingestor().delete(document_id):
+    if not services.ingestor().delete(document_id, actor=admin.subject):
         raise ApiError(404, "not_found", f"no document {document_id!r}")
