@@ -62,8 +62,10 @@ def _phone(candidate: str) -> bool:
     digits = re.sub(r"\D", "", candidate)
     if not 8 <= len(digits) <= 15:
         return False
-    if candidate.startswith(("+", "(", "00")):
+    if candidate.startswith(("+", "(")):
         return True
+    if candidate.startswith("00"):  # international prefix: a country code and a full number follow
+        return len(digits) >= 11
     # A national number with a trunk prefix (0 20 7946 0958) or the North American 3-3-4 shape.
     north_american = re.fullmatch(r"\d{3}[-. ]\d{3}[-. ]\d{4}", candidate) is not None
     return north_american or (candidate.startswith("0") and " " in candidate.strip())
