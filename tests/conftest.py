@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +21,8 @@ import httpx
 import pytest
 import sqlalchemy
 
+from core.admin_cli import sql_stores
+from core.models import Role
 from core.pipeline import Services
 from core.settings import Settings
 from generation.local_server import server_command
@@ -121,6 +123,18 @@ def embedder() -> Embedder:
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
     """Settings for a test: its own data folder, no .env file or REGULUS_* variables leaking in."""
     return Settings(_env_file=None, data_dir=data_dir, **overrides)  # type: ignore[call-arg]
+
+
+def new_key(
+    settings: Settings, role: Role = Role.ANALYST, groups: Sequence[str] = ("public",)
+) -> str:
+    """A fresh API key in the settings' SQL store, as `regulus keys create` makes it."""
+    with sql_stores(settings) as (keys, _):
+        return keys.create(role, list(groups), name=f"test-{role.value}")[1]
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture(scope="session")
