@@ -276,7 +276,8 @@ class JwtVerifier:
         roles = [Role(r) for r in _as_list(_claim(claims, self.role_claim)) if r in set(Role)]
         role = max(roles, key=_ROLE_RANK.__getitem__, default=Role.ANALYST)
         groups = _as_list(_claim(claims, self.groups_claim))
-        return Principal(subject=str(claims["sub"]), groups=groups, role=role)
+        # Namespaced, so that no token's subject can pass for a key holder's (key:...) or the CLI's.
+        return Principal(subject=f"oidc:{claims['sub']}", groups=groups, role=role)
 
 
 class Authenticator:

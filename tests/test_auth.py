@@ -185,7 +185,7 @@ class TestJwt:
     def test_valid_token_gives_role_and_groups(self, verifier: JwtVerifier) -> None:
         principal = verifier.run(token(role=["analyst", "admin"], groups=["legal", "board"]))
         assert (principal.subject, principal.role, principal.groups) == (
-            "alice@example.com",
+            "oidc:alice@example.com",
             Role.ADMIN,
             ["legal", "board"],
         )
@@ -237,7 +237,7 @@ class TestJwt:
         path.write_text(jwks)
         for source in (str(path), jwks):
             verifier = JwtVerifier(ISSUER, source, audience=AUDIENCE)
-            assert verifier.run(token(kid="k2", private=OTHER)).subject == "alice@example.com"
+            assert verifier.run(token(kid="k2", private=OTHER)).subject == "oidc:alice@example.com"
             with pytest.raises(AuthError, match="no signing key"):
                 verifier.run(token(kid="k3"))
 
