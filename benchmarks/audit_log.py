@@ -74,7 +74,10 @@ def measure(name: str, settings: Settings, rows: int, writers: int) -> None:
     p50, p95 = statistics.median(timings), timings[int(len(timings) * 0.95) - 1]
     print(f"{name}: sequential append p50 {p50:.2f} ms, p95 {p95:.2f} ms ({rows} rows)")
 
-    engines = [sqlalchemy.create_engine(engine.url) for _ in range(writers)]
+    connect_args = {"timeout": 30} if engine.dialect.name == "sqlite" else {}
+    engines = [
+        sqlalchemy.create_engine(engine.url, connect_args=connect_args) for _ in range(writers)
+    ]
     logs = [AuditLog(make_session_factory(e)) for e in engines]
     per_writer = max(1, rows // writers)
     started = time.perf_counter()

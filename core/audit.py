@@ -168,15 +168,16 @@ class AuditLog:
         """Write one row at the end of the chain; returns its id."""
         with self._lock, self._sessions.begin() as session:
             # Writing the head row first takes the write lock: SQLite's database lock (waiting its
-            # busy timeout), PostgreSQL's row lock; whoever holds it appends, the others wait.
-            locked = session.execute(
-                update(AuditHead).where(AuditHead.id == 1).values(last_id=AuditHead.last_id)
-            )
-            if not locked.rowcount:  # type: ignore[attr-defined]
-                raise RuntimeError("the audit_head row is missing: run the migrations")
+            # busy timeout), PostgreSQL's row lock (and then it returns the newest committed head);
+            # whoever holds it appends, the others wait.
             head = session.execute(
-                select(AuditHead.last_id, AuditHead.last_hash).where(AuditHead.id == 1)
-            ).one()
+                update(AuditHead)
+                .where(AuditHead.id == 1)
+                .values(last_id=AuditHead.last_id)
+                .returning(AuditHead.last_id, AuditHead.last_hash)
+            ).one_or_none()
+            if head is None:
+                raise RuntimeError("the audit_head row is missing: run the migrations")
             entry: dict[str, Any] = {name: None for name in AuditEntry.model_fields}
             entry.update(columns)
             entry.update(
