@@ -21,8 +21,9 @@ from core.cli import app
 from core.db import Base, make_engine, make_session_factory, register_tables
 from core.models import Answer, Chunk, Citation, RetrievedChunk, Role, Usage
 from core.settings import get_settings
+from retrieval.embedder import Embedder
 from retrieval.filters import Principal, SearchFilters
-from tests.conftest import make_settings
+from tests.conftest import make_settings, services_for
 
 
 @pytest.fixture
@@ -287,3 +288,41 @@ class TestMigrations:
             assert log.verify().ok
         finally:
             engine.dispose()
+
+
+@pytest.mark.integration
+def test_ingestion_jobs_and_document_changes_are_audited(
+    tmp_path: Path, embedder: Embedder, database_url: str | None
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    rule = docs / "rule.md"
+    rule.write_text("# Rule\n\nA firm must keep records for six years.\n")
+    settings = make_settings(tmp_path / "data", database_url=database_url)
+    with services_for(settings, embedder) as services:
+        ingestor = services.ingestor()
+        first = ingestor.run([rule], requested_by="key:admin1")
+        rule.write_text("# Rule\n\nA firm must keep records for seven years.\n")
+        ingestor.run([rule], requested_by="key:admin1")
+        ingestor.run([rule], requested_by="key:admin1")  # unchanged: no document row
+        assert ingestor.delete("rule", actor="key:admin2")
+        assert not ingestor.delete("rule", actor="key:admin2")  # nothing left: nothing audited
+        entries = list(services.audit.export())
+        assert services.audit.verify().ok
+    assert [(e.event, e.actor, e.target) for e in entries] == [
+        ("ingest.job_created", "key:admin1", first.job_id),
+        ("document.added", "key:admin1", "rule"),
+        ("ingest.job_finished", "key:admin1", first.job_id),
+        ("ingest.job_created", "key:admin1", entries[3].target),
+        ("document.replaced", "key:admin1", "rule"),
+        ("ingest.job_finished", "key:admin1", entries[3].target),
+        ("ingest.job_created", "key:admin1", entries[6].target),
+        ("ingest.job_finished", "key:admin1", entries[6].target),
+        ("document.deleted", "key:admin2", "rule"),
+    ]
+    replaced = entries[4].detail
+    assert (
+        replaced["previous_hash"] == entries[1].detail["content_hash"] != replaced["content_hash"]
+    )
+    assert entries[2].detail["status"] == "succeeded"
+    assert entries[2].detail["counts"]["ingested"] == 1
