@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError
+from api.schemas import ErrorResponse
 from core.audit import AuditEvent
 from core.auth import AuthError
 from core.models import Role
@@ -29,6 +30,15 @@ def get_pipeline(request: Request) -> QueryPipeline:
     pipeline: QueryPipeline = request.app.state.pipeline
     return pipeline
 
+
+# Documented on every route behind authentication.
+AUTH_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {
+        "model": ErrorResponse,
+        "description": "Missing, unknown, revoked or expired credentials",
+    },
+    403: {"model": ErrorResponse, "description": "The caller's role may not use this route"},
+}
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 PipelineDep = Annotated[QueryPipeline, Depends(get_pipeline)]

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.deps import AUTH_ERRORS
 from api.routes import audit, documents, health, history, ingest, keys, query, usage
 from api.schemas import ErrorDetail, ErrorResponse, ModelUnavailableResponse, PassageOut
 from core.pipeline import AnswerUnavailableError, Services
@@ -51,13 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(health.router)
-    app.include_router(history.router)  # before query: /v1/query/history is its own path
-    app.include_router(query.router)
-    app.include_router(documents.router)
-    app.include_router(ingest.router)
-    app.include_router(keys.router)
-    app.include_router(audit.router)
-    app.include_router(usage.router)
+    # history before query: /v1/query/history is its own path.
+    for router in (history, query, documents, ingest, keys, audit, usage):
+        app.include_router(router.router, responses=AUTH_ERRORS)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
