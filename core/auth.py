@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 from sqlalchemy import JSON, Index, String, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
@@ -58,8 +58,10 @@ class ApiKey(BaseModel):
     created_at: dt.datetime
     revoked_at: dt.datetime | None
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def subject(self) -> str:
+        """The principal name its holder has in the audit log and usage."""
         return key_subject(self.key_id)
 
 

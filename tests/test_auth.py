@@ -288,6 +288,7 @@ class TestRoutes:
             ).json()
         assert {"key", "key_hash"}.isdisjoint(listed["items"][0])
         assert key_id in {k["key_id"] for k in listed["items"]} and listed["total"] >= 2
+        assert created.json()["subject"] == f"key:{key_id}"
         assert query.status_code == 200 and query.json()["query_id"] > 0
         assert forbidden.status_code == 403
         assert forbidden.json() == {

@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
 def create_key(body: KeyCreate, services: ServicesDep, admin: AdminPrincipal) -> KeyCreated:
     """A new API key; the secret is in this response only."""
     key, secret = services.keys.create(body.role, body.groups, body.name, created_by=admin.subject)
-    return KeyCreated(**key.model_dump(), key=secret)
+    return KeyCreated(**key.model_dump(exclude={"subject"}), key=secret)
 
 
 @router.get("", operation_id="list_keys")
