@@ -56,6 +56,7 @@ lint: $(INSTALLED)
 	$(BIN)/mypy
 
 test: $(LOCAL_LLM_INSTALLED) lint
+	bash scripts/ensure-postgres.sh
 	$(BIN)/pytest
 
 clean:

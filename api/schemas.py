@@ -5,7 +5,9 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from core.auth import ApiKey
-from core.models import RetrievedChunk, Role
+from core.models import AnswerSentence, ModelChoice, RetrievedChunk, Role, Usage
+from core.pii import pii_kinds
+from core.pipeline import QueryResult
 from retrieval.filters import SearchFilters
 
 
@@ -14,6 +16,14 @@ class QueryRequest(BaseModel):
     top_k: int | None = Field(default=None, ge=1, le=50, description="Passages to retrieve.")
     filters: SearchFilters | None = Field(
         default=None, description="Restrict the documents searched."
+    )
+    stream: bool = Field(
+        default=False,
+        description="Answer as server-sent events: passages, tokens, then the final response.",
+    )
+    model: ModelChoice = Field(
+        default=ModelChoice.AUTO,
+        description="auto: the routing rule picks the cheap or premium model; or force one.",
     )
 
 
@@ -58,17 +68,67 @@ class PassageOut(BaseModel):
         ]
 
 
+class SentenceOut(BaseModel):
+    text: str
+    citations: list[int]
+    support: float | None
+    supported: bool | None
+
+
+class UsageOut(BaseModel):
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+    @classmethod
+    def from_usage(cls, usage: Usage | None) -> UsageOut | None:
+        return None if usage is None else cls.model_validate(usage.model_dump())
+
+
 class QueryResponse(BaseModel):
     answer: str
     citations: list[CitationOut]
     passages: list[PassageOut]
     model: str
+    sentences: list[SentenceOut] = Field(
+        default_factory=list, description="The answer sentence by sentence, with its citations."
+    )
+    support_score: float | None = None
+    refused: bool = False
+    usage: UsageOut | None = Field(
+        default=None, description="The model that answered, its tokens and their cost."
+    )
+    timings: dict[str, float] = Field(
+        default_factory=dict, description="Milliseconds per pipeline stage."
+    )
     query_id: int | None = Field(
         default=None, description="The audit log row of this query (its id in the history)."
     )
     pii: list[str] = Field(
         default_factory=list, description="Kinds of personal data found in the answer."
     )
+
+    @classmethod
+    def from_result(cls, result: QueryResult, query_id: int | None = None) -> QueryResponse:
+        answer = result.answer
+        return cls(
+            answer=answer.text,
+            citations=[CitationOut.model_validate(c.model_dump()) for c in answer.citations],
+            passages=PassageOut.from_results(result.passages),
+            model=answer.model,
+            sentences=[_sentence_out(s) for s in answer.sentences],
+            support_score=answer.support_score,
+            refused=answer.refused,
+            usage=UsageOut.from_usage(answer.usage),
+            timings={stage: round(ms, 1) for stage, ms in result.timings.items()},
+            query_id=query_id,
+            pii=pii_kinds(answer.text),
+        )
+
+
+def _sentence_out(sentence: AnswerSentence) -> SentenceOut:
+    return SentenceOut.model_validate(sentence.model_dump())
 
 
 class ErrorDetail(BaseModel):

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from core.admin_cli import audit_app, bootstrap_admin_key, cli_actor, keys_app
+from core.models import ModelChoice
 from core.pipeline import AnswerUnavailableError, Services
 from core.settings import get_settings
 from eval.cli import app as eval_app
@@ -216,6 +217,9 @@ def ask(
     groups: Annotated[
         str | None, typer.Option(help="Ask as a member of these groups (comma-separated).")
     ] = None,
+    model: Annotated[
+        ModelChoice, typer.Option(help="auto: the routing rule; or force the cheap/premium model.")
+    ] = ModelChoice.AUTO,
 ) -> None:
     """Answer a question from the indexed documents, with citations."""
     filters = SearchFilters(
@@ -236,7 +240,7 @@ def ask(
     )
     started = time.perf_counter()
     try:
-        result = services.query_pipeline().run(question, principal, filters, top_k)
+        result = services.query_pipeline().run(question, principal, filters, top_k, model)
         services.audit.record_query(
             principal,
             question,
@@ -268,7 +272,13 @@ def ask(
             highlight=False,
         )
         console.print(f"    “{citation.quote}”", style="dim", highlight=False)
-    console.print(f"[dim]model: {result.answer.model}[/dim]")
+    usage = result.answer.usage
+    cost = (
+        f", {usage.prompt_tokens}+{usage.completion_tokens} tokens, ${usage.cost_usd:.6f}"
+        if usage
+        else ""
+    )
+    console.print(f"[dim]model: {result.answer.model}{cost}[/dim]", highlight=False)
 
 
 @app.command()

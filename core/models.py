@@ -22,6 +22,14 @@ class SearchMode(enum.StrEnum):
     HYBRID = "hybrid"
 
 
+class ModelChoice(enum.StrEnum):
+    """Which model answers: the routing rule's pick, or the one the caller asks for."""
+
+    AUTO = "auto"
+    CHEAP = "cheap"
+    PREMIUM = "premium"
+
+
 class DocumentFields(BaseModel):
     """Document-level metadata that every chunk carries, so that filters run inside the store."""
 

@@ -3,20 +3,27 @@ and `Services`: the long-lived components every entry point builds from settings
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cached_property
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from core.audit import AuditLog
 from core.auth import Authenticator, JwtVerifier, KeyStore
 from core.db import make_engine, make_session_factory
-from core.models import Answer, RetrievedChunk, SearchMode
+from core.models import Answer, ModelChoice, RetrievedChunk, SearchMode
 from core.settings import BUILTIN_RERANKER, Settings
-from generation.base import Generator, ModelUnavailableError
+from generation.base import Generator, ModelUnavailableError, StreamingGenerator
+from generation.breaker import CircuitBreaker
 from generation.extractive import ExtractiveGenerator
 from generation.llm import OpenAICompatibleGenerator
 from generation.prompt import NOT_COVERED
+from generation.routing import ModelRouter, PriceTable
 from ingest.catalog import Catalog
 from ingest.pipeline import Ingestor
 from retrieval.embedder import Embedder
@@ -25,6 +32,8 @@ from retrieval.reranker import DEFAULT_RERANKER_PATH, CrossEncoderReranker
 from retrieval.retriever import Retriever
 from retrieval.sparse import BM25Encoder
 from retrieval.store import open_vector_store
+
+log = logging.getLogger(__name__)
 
 
 def load_reranker(settings: Settings) -> CrossEncoderReranker | None:
@@ -38,6 +47,10 @@ def load_reranker(settings: Settings) -> CrossEncoderReranker | None:
 class QueryResult(BaseModel):
     answer: Answer
     passages: list[RetrievedChunk]
+    timings: dict[str, float] = Field(
+        default_factory=dict,
+        description="Milliseconds per stage: retrieval, rerank, generation, verification.",
+    )
 
 
 class AnswerUnavailableError(RuntimeError):
@@ -48,10 +61,48 @@ class AnswerUnavailableError(RuntimeError):
         self.passages = passages
 
 
+@dataclass(frozen=True)
+class PassagesEvent:
+    passages: list[RetrievedChunk]
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    text: str
+
+
+@dataclass(frozen=True)
+class FinalEvent:
+    result: QueryResult
+
+
+StreamEvent = PassagesEvent | TokenEvent | FinalEvent
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + (time.perf_counter() - start) * 1000
+
+
 class QueryPipeline:
-    def __init__(self, retriever: Retriever, generator: Generator) -> None:
+    """Retrieval, then generation by the routed model, then `_finish` (the post-processing every
+    answer goes through, streamed or not)."""
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        generator: Generator,
+        premium: Generator | None = None,
+        router: ModelRouter | None = None,
+    ) -> None:
         self.retriever = retriever
         self.generator = generator
+        self.premium = premium
+        self.router = router or ModelRouter()
 
     def run(
         self,
@@ -59,16 +110,100 @@ class QueryPipeline:
         principal: Principal,
         filters: SearchFilters | None = None,
         top_k: int | None = None,
+        model: ModelChoice = ModelChoice.AUTO,
     ) -> QueryResult:
-        passages = self.retriever.run(question, principal, filters, top_k)
+        timings: dict[str, float] = {}
+        passages = self._retrieve(question, principal, filters, top_k, timings)
         if not passages:
             answer = Answer(text=NOT_COVERED, citations=[], model=self.generator.name)
         else:
-            try:
-                answer = self.generator.generate(question, passages)
-            except ModelUnavailableError as error:
-                raise AnswerUnavailableError(str(error), passages) from error
-        return QueryResult(answer=answer, passages=passages)
+            generator = self.route(question, passages, model)
+            with _timed(timings, "generation"), _unavailable(passages):
+                answer = generator.generate(question, passages)
+        return self._result(question, answer, passages, timings)
+
+    def stream(
+        self,
+        question: str,
+        principal: Principal,
+        filters: SearchFilters | None = None,
+        top_k: int | None = None,
+        model: ModelChoice = ModelChoice.AUTO,
+    ) -> Iterator[StreamEvent]:
+        """The passages, then the answer's text as it is written, then the finished result."""
+        timings: dict[str, float] = {}
+        passages = self._retrieve(question, principal, filters, top_k, timings)
+        yield PassagesEvent(passages)
+        if not passages:
+            not_covered = Answer(text=NOT_COVERED, citations=[], model=self.generator.name)
+            yield TokenEvent(not_covered.text)
+            yield FinalEvent(self._result(question, not_covered, passages, timings))
+            return
+        generator = self.route(question, passages, model)
+        start = time.perf_counter()
+        answer: Answer | None = None
+        with _unavailable(passages):
+            if isinstance(generator, StreamingGenerator):
+                for item in generator.stream(question, passages):
+                    if isinstance(item, Answer):
+                        answer = item
+                    else:
+                        yield TokenEvent(item)
+            else:
+                answer = generator.generate(question, passages)
+                yield TokenEvent(answer.text)
+            if answer is None:
+                raise ModelUnavailableError(f"{generator.name} ended its stream without an answer")
+        timings["generation"] = (time.perf_counter() - start) * 1000
+        yield FinalEvent(self._result(question, answer, passages, timings))
+
+    def route(
+        self, question: str, passages: list[RetrievedChunk], model: ModelChoice = ModelChoice.AUTO
+    ) -> Generator:
+        """The generator the routing rule picks; the cheap one when no premium is configured."""
+        if self.premium is None:
+            return self.generator
+        route = self.router.run(question, passages, model)
+        log.info("routed to %s model: %s", "premium" if route.premium else "cheap", route.reason)
+        return self.premium if route.premium else self.generator
+
+    def _retrieve(
+        self,
+        question: str,
+        principal: Principal,
+        filters: SearchFilters | None,
+        top_k: int | None,
+        timings: dict[str, float],
+    ) -> list[RetrievedChunk]:
+        with _timed(timings, "retrieval"):
+            hits = self.retriever.search(question, principal, filters, top_k)
+        with _timed(timings, "rerank"):
+            return self.retriever.rerank(question, hits, top_k)
+
+    def _result(
+        self,
+        question: str,
+        answer: Answer,
+        passages: list[RetrievedChunk],
+        timings: dict[str, float],
+    ) -> QueryResult:
+        with _timed(timings, "verification"):
+            answer = self._finish(question, answer, passages)
+        return QueryResult(answer=answer, passages=passages, timings=timings)
+
+    def _finish(self, question: str, answer: Answer, passages: list[RetrievedChunk]) -> Answer:
+        """What every answer goes through before it is returned, streamed or not: the place for
+        verification of its sentences against the passages they cite."""
+        return answer
+
+
+@contextmanager
+def _unavailable(passages: list[RetrievedChunk]) -> Iterator[None]:
+    """A model server failure becomes an AnswerUnavailableError that keeps the passages."""
+    try:
+        yield
+    except ModelUnavailableError as error:
+        raise AnswerUnavailableError(str(error), passages) from error
 
 
 class Services:
@@ -88,20 +223,38 @@ class Services:
 
     def query_pipeline(self) -> QueryPipeline:
         settings = self.settings
-        generator: Generator
-        if settings.llm_base_url:
-            generator = OpenAICompatibleGenerator(
-                base_url=settings.llm_base_url,
-                model=settings.llm_model,
-                api_key=settings.llm_api_key,
-                timeout_s=settings.llm_timeout_s,
-                max_tokens=settings.llm_max_tokens,
-                temperature=settings.llm_temperature,
-                max_retries=settings.llm_max_retries,
+        if not settings.llm_base_url:
+            return QueryPipeline(self.retriever(), ExtractiveGenerator(self.embedder))
+        cheap = self.llm_generator(settings.llm_base_url, settings.llm_model, settings.llm_api_key)
+        premium = None
+        if settings.llm_premium_model:
+            premium = self.llm_generator(
+                settings.llm_premium_base_url or settings.llm_base_url,
+                settings.llm_premium_model,
+                settings.llm_premium_api_key or settings.llm_api_key,
             )
-        else:
-            generator = ExtractiveGenerator(self.embedder)
-        return QueryPipeline(self.retriever(), generator)
+        router = ModelRouter(
+            min_documents=settings.llm_route_min_documents,
+            long_question_words=settings.llm_route_long_question_words,
+        )
+        return QueryPipeline(self.retriever(), cheap, premium=premium, router=router)
+
+    def llm_generator(self, base_url: str, model: str, api_key: str) -> OpenAICompatibleGenerator:
+        """A generator for one model server, with its own circuit breaker."""
+        settings = self.settings
+        return OpenAICompatibleGenerator(
+            base_url=base_url,
+            model=model,
+            api_key=api_key,
+            timeout_s=settings.llm_timeout_s,
+            connect_timeout_s=settings.llm_connect_timeout_s,
+            max_tokens=settings.llm_max_tokens,
+            temperature=settings.llm_temperature,
+            max_retries=settings.llm_max_retries,
+            structured=settings.llm_structured,
+            breaker=CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_s),
+            prices=PriceTable(settings.llm_prices),
+        )
 
     def retriever(self, mode: SearchMode | None = None, rerank: bool = True) -> Retriever:
         """The configured retriever; a baseline may override the mode and skip reranking."""

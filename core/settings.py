@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.models import SearchMode
+from generation.structured import StructuredOutput
 
 BUILTIN_RERANKER = "builtin"
 
@@ -111,7 +112,42 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=60.0, gt=0)
     llm_max_tokens: int = Field(default=512, ge=16)
     llm_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    llm_max_retries: int = Field(default=2, ge=0)
+    llm_max_retries: int = Field(
+        default=2, ge=0, description="Retries of connection errors, timeouts, 429 and 5xx."
+    )
+    llm_connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="A server that does not accept a connection is down."
+    )
+    llm_structured: StructuredOutput = Field(
+        default=StructuredOutput.AUTO,
+        description="json_schema (vLLM guided decoding), json_object (llama.cpp), text, or auto: "
+        "json_schema, falling back to the next when the server rejects it.",
+    )
+    llm_breaker_failures: int = Field(
+        default=5, ge=1, description="Consecutive failed calls that open the circuit."
+    )
+    llm_breaker_cooldown_s: float = Field(
+        default=30.0, gt=0, description="How long an open circuit refuses calls (503)."
+    )
+    llm_premium_model: str | None = Field(
+        default=None,
+        description="A premium model for complex questions; unset: llm_model answers everything.",
+    )
+    llm_premium_base_url: str | None = Field(
+        default=None, description="The premium model's server; unset: llm_base_url."
+    )
+    llm_premium_api_key: str | None = Field(default=None, description="Unset: llm_api_key.")
+    llm_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="USD per million prompt and completion tokens by configured model name: "
+        '{"model": [0.15, 0.6]}; models not listed cost 0.',
+    )
+    llm_route_min_documents: int = Field(
+        default=3, ge=2, description="Passages from this many documents route to premium."
+    )
+    llm_route_long_question_words: int = Field(
+        default=40, ge=1, description="Questions this long route to premium."
+    )
 
     @field_validator("reranker", mode="before")
     @classmethod
@@ -119,7 +155,14 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
 
     @field_validator(
-        "llm_base_url", "qdrant_url", "database_url", "jwt_issuer", "jwt_jwks", mode="before"
+        "llm_base_url",
+        "llm_premium_base_url",
+        "llm_premium_model",
+        "qdrant_url",
+        "database_url",
+        "jwt_issuer",
+        "jwt_jwks",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

@@ -1,8 +1,9 @@
-"""The interface every answer generator implements."""
+"""The interfaces answer generators implement."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
 
 from core.models import Answer, RetrievedChunk
 
@@ -19,4 +20,11 @@ class Generator(Protocol):
 
     def generate(self, question: str, passages: list[RetrievedChunk]) -> Answer:
         """Answer from `passages` only; passage i is cited as [i + 1]."""
+        ...
+
+
+@runtime_checkable
+class StreamingGenerator(Generator, Protocol):
+    def stream(self, question: str, passages: list[RetrievedChunk]) -> Iterator[str | Answer]:
+        """Yield the answer's text as it is written, then the complete Answer, last."""
         ...

@@ -13,6 +13,7 @@ _SENTENCE_END = re.compile(
     r"(?:(?<=[.!?])|(?<=[.!?][”\"’)]))(?:\s*\[[\d,;\s]+\])*\s+(?=[A-Z0-9(‘'\"“])"
 )
 _WORD = re.compile(r"\w+")
+_SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([.,;:!?])")
 
 
 def split_sentences(text: str) -> list[str]:
@@ -36,7 +37,8 @@ def cited_numbers(sentence: str) -> list[int]:
 
 
 def strip_markers(sentence: str) -> str:
-    return " ".join(_MARKER.sub("", sentence).split())
+    """The sentence without its [n] markers, nor the space they leave before punctuation."""
+    return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", " ".join(_MARKER.sub("", sentence).split()))
 
 
 def best_quote(claim: str, passage: str) -> str:
@@ -53,14 +55,20 @@ def best_quote(claim: str, passage: str) -> str:
 
 def citations_for(answer: str, passages: list[RetrievedChunk]) -> list[Citation]:
     """One citation per distinct passage number cited; numbers matching no passage are dropped."""
+    sentences = split_sentences(answer)
+    return cite([(strip_markers(s), cited_numbers(s)) for s in sentences], passages)
+
+
+def cite(sentences: list[tuple[str, list[int]]], passages: list[RetrievedChunk]) -> list[Citation]:
+    """Citations for (sentence, passage numbers) pairs, quoting each passage where the first
+    sentence citing it draws on it."""
     citations: dict[int, Citation] = {}
-    for sentence in split_sentences(answer):
-        for number in cited_numbers(sentence):
+    for sentence, numbers in sentences:
+        for number in numbers:
             if number in citations or not 1 <= number <= len(passages):
                 continue
             chunk = passages[number - 1].chunk
-            quote = best_quote(strip_markers(sentence), chunk.text)
-            citations[number] = make_citation(number, chunk, quote)
+            citations[number] = make_citation(number, chunk, best_quote(sentence, chunk.text))
     return [citations[number] for number in sorted(citations)]
 
 

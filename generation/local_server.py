@@ -28,7 +28,10 @@ def packaged_model_path() -> Path:
     return weights
 
 
-def server_command(host: str, port: int, context_tokens: int = 4096) -> list[str]:
+def server_command(
+    host: str, port: int, context_tokens: int = 4096, alias: str = LOCAL_MODEL_ALIAS
+) -> list[str]:
+    """The server's command line; `alias` is the model name it answers to."""
     return [
         sys.executable,
         "-m",
@@ -36,7 +39,7 @@ def server_command(host: str, port: int, context_tokens: int = 4096) -> list[str
         "--model",
         str(packaged_model_path()),
         "--model_alias",
-        LOCAL_MODEL_ALIAS,
+        alias,
         "--host",
         host,
         "--port",

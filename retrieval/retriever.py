@@ -43,17 +43,35 @@ class Retriever:
         filters: SearchFilters | None = None,
         top_k: int | None = None,
     ) -> list[RetrievedChunk]:
+        return self.rerank(query, self.search(query, principal, filters, top_k), top_k)
+
+    def search(
+        self,
+        query: str,
+        principal: Principal,
+        filters: SearchFilters | None = None,
+        top_k: int | None = None,
+    ) -> list[RetrievedChunk]:
+        """The fused candidates: `top_k` of them, or the reranker's pool when there is one."""
         if not query.strip():
             raise ValueError("the query is empty")
         dense = None if self.mode is SearchMode.SPARSE else self._embedder.embed_one(query)
         sparse = None if self.mode is SearchMode.DENSE else self._sparse_encoder.encode_query(query)
         limit = top_k or self.top_k
         pool = max(limit, self.rerank_candidates) if self.reranker else limit
-        hits = self._store.search(
+        return self._store.search(
             dense=dense,
             sparse=sparse,
             limit=pool,
             query_filter=build_filter(principal, filters),
             candidates=max(self.candidates, pool),
         )
-        return self.reranker.run(query, hits, top_k=limit) if self.reranker and hits else hits
+
+    def rerank(
+        self, query: str, hits: list[RetrievedChunk], top_k: int | None = None
+    ) -> list[RetrievedChunk]:
+        """The best `top_k` hits by the cross-encoder, or the hits as they are without one."""
+        limit = top_k or self.top_k
+        if self.reranker is None or not hits:
+            return hits[:limit]
+        return self.reranker.run(query, hits, top_k=limit)

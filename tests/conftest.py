@@ -84,13 +84,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+def wait_for_http(
+    url: str,
+    process: subprocess.Popen[bytes],
+    timeout_s: float = 120,
+    headers: dict[str, str] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with code {process.returncode} before serving {url}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, headers=headers).status_code == 200:
                 return
         except httpx.TransportError:
             pass

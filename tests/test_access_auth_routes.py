@@ -60,8 +60,11 @@ def test_restricted_document_never_reaches_an_outsider(restricted_dir: Path) -> 
             )
             bodies.append(filtered.text)
             assert filtered.json()["passages"] == []
+            streamed = client.post("/v1/query", json={**question, "stream": True}, headers=headers)
+            assert streamed.status_code == 200 and "event: final" in streamed.text
+            bodies.append(streamed.text)
             history = client.get("/v1/query/history", headers=headers)
-            assert history.status_code == 200 and history.json()["total"] == 2
+            assert history.status_code == 200 and history.json()["total"] == 3
             bodies.append(history.text)
             bodies.append(client.get("/v1/usage/me", headers=headers).text)
             for path in (
@@ -77,10 +80,15 @@ def test_restricted_document_never_reaches_an_outsider(restricted_dir: Path) -> 
             bodies.append(client.post("/v1/keys", json={"role": "admin"}, headers=headers).text)
             bodies.append(client.delete("/v1/keys/anything", headers=headers).text)
             seen[name] = bodies
+        inside_streamed = client.post(
+            "/v1/query", json={**question, "stream": True}, headers=insider
+        ).text
         insider_history = client.get("/v1/query/history", headers=insider).json()
         export = client.get("/v1/audit/export", headers=admin).text
     # The content is there for those allowed to read it, so its absence below means something.
     assert SECRET in inside["answer"] and inside["citations"][0]["document_id"] == "board"
+    final = json.loads(inside_streamed.split("event: final\ndata: ")[1].split("\n")[0])
+    assert SECRET in final["answer"] and final["query_id"] == insider_history["items"][0]["id"]
     assert SECRET in insider_history["items"][0]["answer"]
     for name, bodies in seen.items():
         leaked = [body for body in bodies if SECRET in body or "board.md" in body]
@@ -88,7 +96,7 @@ def test_restricted_document_never_reaches_an_outsider(restricted_dir: Path) -> 
     # Only admins read the audit log, and it records who saw what.
     rows = [json.loads(line) for line in export.splitlines()]
     queries = [r for r in rows if r["event"] == "query"]
-    assert len(queries) == 5
+    assert len(queries) == 8
     assert any(SECRET in (r["answer"] or "") for r in queries)
 
 

@@ -43,7 +43,7 @@ class TestCitationMarkers:
         assert cited_numbers("a [2] b [1, 2] c [3;4]") == [2, 1, 3, 4]
 
     def test_strip_markers(self) -> None:
-        assert strip_markers("It must notify [1][2] promptly [3].") == "It must notify promptly ."
+        assert strip_markers("It must notify [1][2] promptly [3].") == "It must notify promptly."
 
 
 class TestCitationsFor:
