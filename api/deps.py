@@ -1,18 +1,24 @@
-"""Dependency aliases for route signatures."""
+"""Dependency aliases for route signatures: services, the pipeline, and who is calling."""
 
 from __future__ import annotations
 
-import hmac
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, NoReturn
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError
+from api.schemas import ErrorResponse
+from core.audit import AuditEvent
+from core.auth import AuthError
+from core.models import Role
 from core.pipeline import QueryPipeline, Services
 from retrieval.filters import Principal
 
-_bearer = HTTPBearer(auto_error=False, description="REGULUS_ADMIN_TOKEN for admin routes.")
+_bearer = HTTPBearer(
+    auto_error=False, description="An API key (rk_...) or an OIDC access token (JWT)."
+)
 
 
 def get_services(request: Request) -> Services:
@@ -25,27 +31,71 @@ def get_pipeline(request: Request) -> QueryPipeline:
     return pipeline
 
 
+# Documented on every route behind authentication.
+AUTH_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {
+        "model": ErrorResponse,
+        "description": "Missing, unknown, revoked or expired credentials",
+    },
+    403: {"model": ErrorResponse, "description": "The caller's role may not use this route"},
+}
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 PipelineDep = Annotated[QueryPipeline, Depends(get_pipeline)]
 
 
-def get_principal(services: ServicesDep) -> Principal:
-    return services.anonymous_principal()
+def deny(
+    services: Services,
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    principal: Principal | None = None,
+) -> NoReturn:
+    """Refuse the request, and leave a row in the audit log saying who was refused what."""
+    services.audit.append(
+        AuditEvent.DENIED,
+        principal.subject if principal else "unauthenticated",
+        role=principal.role.value if principal else None,
+        target=f"{request.method} {request.url.path}",
+        detail={
+            "status": status,
+            "code": code,
+            "message": message,
+            "client": request.client.host if request.client else None,
+        },
+    )
+    raise ApiError(status, code, message)
 
 
-def require_admin(
+def get_principal(
+    request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    token = services.settings.admin_token
-    if token is None:
-        raise ApiError(403, "admin_disabled", "admin routes are closed: set REGULUS_ADMIN_TOKEN")
-    if credentials is None or not hmac.compare_digest(
-        credentials.credentials.encode(), token.get_secret_value().encode()
-    ):
-        raise ApiError(401, "unauthorized", "send the admin token as 'Authorization: Bearer ...'")
-    return Principal(subject="admin", groups=services.settings.default_access_groups)
+    """The authenticated caller; with authentication off, the anonymous analyst."""
+    if not services.settings.auth_enabled:
+        return services.anonymous_principal()
+    if credentials is None:
+        deny(services, request, 401, "unauthorized", "send 'Authorization: Bearer <key or token>'")
+    try:
+        return services.authenticator.run(credentials.credentials)
+    except AuthError as error:
+        deny(services, request, 401, "invalid_credentials", str(error))
+
+
+def require_role(*roles: Role) -> Callable[..., Principal]:
+    """A dependency that lets through the given roles only (403 for the others)."""
+
+    def check(request: Request, services: ServicesDep, principal: CurrentPrincipal) -> Principal:
+        if principal.role not in roles:
+            allowed = " or ".join(role.value for role in roles)
+            deny(services, request, 403, "forbidden", f"this route is for {allowed}", principal)
+        return principal
+
+    return check
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
-AdminPrincipal = Annotated[Principal, Depends(require_admin)]
+AdminPrincipal = Annotated[Principal, Depends(require_role(Role.ADMIN))]
+EvaluatorPrincipal = Annotated[Principal, Depends(require_role(Role.EVALUATOR, Role.ADMIN))]

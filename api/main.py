@@ -11,9 +11,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.deps import AUTH_ERRORS
 from api.limits import V1_ERROR_RESPONSES, RateLimited, install_limits
 from api.metrics import install_metrics
-from api.routes import documents, health, ingest, query, web
+from api.routes import audit, documents, health, history, ingest, keys, query, usage, web
 from api.schemas import ErrorDetail, ErrorResponse, ModelUnavailableResponse, PassageOut
 from core.pipeline import AnswerUnavailableError, Services
 from core.settings import Settings, get_settings
@@ -54,8 +55,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(web.router)
-    for router in (query.router, documents.router, ingest.router):
-        app.include_router(router, dependencies=[RateLimited], responses=V1_ERROR_RESPONSES)
+    # history before query: /v1/query/history is its own path.
+    for router in (history, query, documents, ingest, keys, audit, usage):
+        app.include_router(
+            router.router,
+            dependencies=[RateLimited],
+            responses={**V1_ERROR_RESPONSES, **AUTH_ERRORS},
+        )
     install_limits(app, settings)
     install_metrics(app)  # last: its middleware is outermost, so it counts every rejection
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from core.models import AnswerSentence, ModelChoice, RetrievedChunk, Usage
+from core.auth import ApiKey
+from core.models import AnswerSentence, ModelChoice, RetrievedChunk, Role, Usage
+from core.pii import pii_kinds
 from core.pipeline import QueryResult
 from retrieval.filters import SearchFilters
 
@@ -104,9 +106,15 @@ class QueryResponse(BaseModel):
     timings: dict[str, float] = Field(
         default_factory=dict, description="Milliseconds per pipeline stage."
     )
+    query_id: int | None = Field(
+        default=None, description="The audit log row of this query (its id in the history)."
+    )
+    pii: list[str] = Field(
+        default_factory=list, description="Kinds of personal data found in the answer."
+    )
 
     @classmethod
-    def from_result(cls, result: QueryResult) -> QueryResponse:
+    def from_result(cls, result: QueryResult, query_id: int | None = None) -> QueryResponse:
         answer = result.answer
         return cls(
             answer=answer.text,
@@ -118,6 +126,8 @@ class QueryResponse(BaseModel):
             refused=answer.refused,
             usage=UsageOut.from_usage(answer.usage),
             timings={stage: round(ms, 1) for stage, ms in result.timings.items()},
+            query_id=query_id,
+            pii=pii_kinds(answer.text),
         )
 
 
@@ -138,3 +148,13 @@ class ModelUnavailableResponse(ErrorResponse):
     passages: list[PassageOut] = Field(
         default_factory=list, description="What retrieval found before the model failed."
     )
+
+
+class KeyCreate(BaseModel):
+    role: Role = Role.ANALYST
+    groups: list[str] = Field(default_factory=list, description="Access groups of the holder.")
+    name: str = Field(default="", max_length=200, description="Who or what holds the key.")
+
+
+class KeyCreated(ApiKey):
+    key: str = Field(description="The secret, shown this once: it is stored only as a hash.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core.admin_cli import audit_app, bootstrap_admin_key, cli_actor, keys_app
 from core.injection import PromptInjectionError
 from core.models import ModelChoice
 from core.pipeline import AnswerUnavailableError, Services
@@ -25,6 +27,8 @@ from retrieval.store import StoreUnavailableError
 
 app = typer.Typer(help="Regulus: cited answers from regulatory documents.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
 console = Console(soft_wrap=True)  # quotes stay whole lines, easy to copy
 
 
@@ -134,7 +138,7 @@ def delete(document_id: Annotated[str, typer.Argument(help="The document to remo
     """Remove a document and all its chunks."""
     services = _services()
     try:
-        deleted = services.ingestor().delete(document_id)
+        deleted = services.ingestor().delete(document_id, actor=cli_actor())
     finally:
         services.close()
     if not deleted:
@@ -229,12 +233,33 @@ def ask(
     )
     services = _services()
     services.serve_queries()
-    principal = services.anonymous_principal()
-    if groups is not None:
-        principal = Principal(subject="cli", groups=[g.strip() for g in groups.split(",") if g])
+    principal = Principal(
+        subject=cli_actor(),
+        groups=services.settings.anonymous_groups
+        if groups is None
+        else [g.strip() for g in groups.split(",") if g],
+    )
+    started = time.perf_counter()
     try:
         result = services.query_pipeline().run(question, principal, filters, top_k, model)
+        services.audit.record_query(
+            principal,
+            question,
+            filters,
+            result.answer,
+            result.passages,
+            (time.perf_counter() - started) * 1000,
+        )
     except AnswerUnavailableError as error:
+        services.audit.record_query(
+            principal,
+            question,
+            filters,
+            None,
+            error.passages,
+            (time.perf_counter() - started) * 1000,
+            str(error),
+        )
         console.print(f"[red]model unavailable:[/red] {error}")
         raise typer.Exit(3) from error
     except PromptInjectionError as error:
@@ -270,8 +295,21 @@ def serve(
 
     from api.main import create_app
 
+    settings = get_settings()
+    secret = bootstrap_admin_key(settings)
+    if secret:
+        console.print(
+            "[bold yellow]First start: a bootstrap admin API key was created. It is shown only "
+            "this once; keep it, then create others with `regulus keys create`:[/bold yellow]"
+        )
+        print(f"\n    {secret}\n", flush=True)
+    if not settings.auth_enabled:
+        console.print(
+            "[bold red]Authentication is OFF (REGULUS_AUTH_ENABLED=false): every caller is an "
+            "anonymous analyst.[/bold red]"
+        )
     console.print(f"Regulus API on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
-    uvicorn.run(create_app(get_settings()), host=host, port=port)
+    uvicorn.run(create_app(settings), host=host, port=port)
 
 
 @app.command("local-llm")

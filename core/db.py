@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    TypeDecorator,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from core.settings import Settings
@@ -48,11 +60,45 @@ def make_engine(settings: Settings) -> Engine:
             cursor.close()
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    # Importing the table modules registers them on Base.metadata.
+    migrate(engine)
+    return engine
+
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# The revision that matches the tables `create_all` made before migrations existed.
+BASELINE_REVISION = "0001"
+_MIGRATION_LOCK = 7_301_451  # pg_advisory_xact_lock key: one process migrates at a time
+
+
+def register_tables() -> None:
+    """Import every module that defines tables, so that Base.metadata knows them all."""
+    import core.audit
+    import core.auth  # noqa: F401
     import ingest.catalog  # noqa: F401
 
-    Base.metadata.create_all(engine)
-    return engine
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration, built in code: no alembic.ini needed at runtime."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (SQLite and PostgreSQL alike).
+
+    A database made by `create_all` before migrations existed has the catalog tables but no
+    `alembic_version`: it is stamped at the baseline first, then upgraded like any other.
+    """
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        config = alembic_config(connection)
+        tables = set(inspect(connection).get_table_names())
+        if "alembic_version" not in tables and "documents" in tables:
+            command.stamp(config, BASELINE_REVISION)
+        command.upgrade(config, "head")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

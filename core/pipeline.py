@@ -13,6 +13,8 @@ from functools import cached_property
 import torch
 from pydantic import BaseModel, Field
 
+from core.audit import AuditLog
+from core.auth import Authenticator, JwtVerifier, KeyStore
 from core.db import make_engine, make_session_factory
 from core.injection import InjectionScreen, QuestionGuard
 from core.models import Answer, ModelChoice, RetrievedChunk, SearchMode
@@ -229,7 +231,10 @@ class Services:
     def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
         self.settings = settings
         self.engine = make_engine(settings)
-        self.catalog = Catalog(make_session_factory(self.engine))
+        sessions = make_session_factory(self.engine)
+        self.catalog = Catalog(sessions)
+        self.audit = AuditLog(sessions, redact_pii=settings.audit_redact_pii)
+        self.keys = KeyStore(sessions, self.audit)
         self.store = open_vector_store(settings)
         self.embedder = embedder or Embedder(
             settings.embed_model, batch_size=settings.embed_batch_size
@@ -311,14 +316,20 @@ class Services:
         return load_reranker(self.settings)
 
     def ingestor(self) -> Ingestor:
-        return Ingestor.from_settings(self.settings, self.store, self.catalog, self.embedder)
+        return Ingestor.from_settings(
+            self.settings, self.store, self.catalog, self.embedder, self.audit
+        )
+
+    @cached_property
+    def authenticator(self) -> Authenticator:
+        return Authenticator(self.keys, JwtVerifier.from_settings(self.settings))
 
     def serve_queries(self) -> None:
         """Tune the process for many small concurrent inferences rather than batch throughput."""
         torch.set_num_threads(self.settings.query_threads)
 
     def anonymous_principal(self) -> Principal:
-        """The caller behind requests without credentials (and local CLI use)."""
+        """The caller when authentication is off (and in local CLI use)."""
         return Principal(subject="anonymous", groups=self.settings.anonymous_groups)
 
     def close(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.injection import InjectionPolicy, QuestionPolicy
@@ -82,9 +82,31 @@ class Settings(BaseSettings):
         default=100.0, gt=0, description="Typical chunk length in terms, for length normalisation."
     )
 
-    admin_token: SecretStr | None = Field(
+    auth_enabled: bool = Field(
+        default=True,
+        description="Require an API key or JWT on every route but /healthz; false: every caller "
+        "is an anonymous analyst with anonymous_groups (local demos only).",
+    )
+    jwt_issuer: str | None = Field(
+        default=None, description="OIDC issuer whose tokens are accepted; unset: API keys only."
+    )
+    jwt_audience: str | None = Field(default=None, description="Required `aud` of tokens.")
+    jwt_jwks: str | None = Field(
         default=None,
-        description="Bearer token for admin routes (ingestion, deletion); unset: they are closed.",
+        description="The issuer's signing keys: a JWKS URL, a JWKS file path or inline JWKS JSON.",
+    )
+    jwt_algorithms: list[str] = Field(default=["RS256", "ES256"])
+    jwt_role_claim: str = Field(
+        default="role",
+        description="Claim (dotted path, e.g. realm_access.roles) naming the role; a list "
+        "grants the highest role it names; missing: analyst.",
+    )
+    jwt_groups_claim: str = Field(default="groups", description="Claim listing the groups.")
+    jwt_leeway_s: float = Field(default=30.0, ge=0, description="Clock skew tolerated.")
+    audit_redact_pii: bool = Field(
+        default=True,
+        description="Replace e-mails, phone numbers, IBANs, card numbers and national ids in "
+        "the questions and answers kept in the audit log.",
     )
     default_access_groups: list[str] = Field(
         default=["public"],
@@ -183,6 +205,8 @@ class Settings(BaseSettings):
         "llm_premium_model",
         "qdrant_url",
         "database_url",
+        "jwt_issuer",
+        "jwt_jwks",
         mode="before",
     )
     @classmethod

@@ -79,7 +79,7 @@ class JobDocumentRow(Base):
     chunks: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[float | None] = mapped_column(Float)
-    suspect_chunks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    suspect_chunks: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=list)
 
 
 class DocumentRecord(BaseModel):

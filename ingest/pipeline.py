@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from core.audit import AuditEvent, AuditLog
 from core.injection import QUARANTINE_REASON, InjectionPolicy, InjectionScreen
 from core.models import Chunk
 from core.settings import Settings
@@ -62,6 +63,7 @@ class Ingestor:
         chunker: Chunker,
         default_access_groups: list[str],
         max_file_bytes: int,
+        audit: AuditLog,
         injection_screen: InjectionScreen | None = None,
         injection_policy: InjectionPolicy = InjectionPolicy.QUARANTINE,
     ) -> None:
@@ -76,10 +78,16 @@ class Ingestor:
         self._chunker = chunker
         self._default_access_groups = default_access_groups
         self._max_file_bytes = max_file_bytes
+        self._audit = audit
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, store: VectorStore, catalog: Catalog, embedder: Embedder
+        cls,
+        settings: Settings,
+        store: VectorStore,
+        catalog: Catalog,
+        embedder: Embedder,
+        audit: AuditLog,
     ) -> Ingestor:
         special_tokens = 2  # the model's [CLS] and [SEP] count against what it reads
         chunk_tokens = min(settings.chunk_tokens, embedder.max_tokens - special_tokens)
@@ -95,9 +103,18 @@ class Ingestor:
             chunker,
             settings.default_access_groups,
             int(settings.max_file_mb * 1024 * 1024),
+            audit,
             InjectionScreen(settings.injection_threshold),
             settings.injection_policy,
         )
+
+    def create_job(self, sources: list[str], requested_by: str) -> str:
+        """Record a queued job (and audit it); `run` with its id works through it."""
+        job_id = self._catalog.create_job(sources, requested_by)
+        self._audit.append(
+            AuditEvent.JOB_CREATED, requested_by, target=job_id, detail={"sources": sources}
+        )
+        return job_id
 
     def run(
         self,
@@ -114,7 +131,7 @@ class Ingestor:
         recorded on its row and the job goes on.
         """
         files = list(files)
-        job_id = job_id or self._catalog.create_job([str(f) for f in files], requested_by)
+        job_id = job_id or self.create_job([str(f) for f in files], requested_by)
         self._store.ensure_collection(self._embedder.dimension)
         self._catalog.start_job(job_id)
         manifests: dict[Path, Manifest] = {}
@@ -127,7 +144,7 @@ class Ingestor:
                         if path.parent not in manifests:
                             manifests[path.parent] = Manifest.for_folder(path.parent)
                         entry = manifests[path.parent].for_file(path.name)
-                    outcome = self._ingest_one(path, entry, force)
+                    outcome = self._ingest_one(path, entry, force, requested_by, job_id)
                 except (IngestError, OSError) as error:
                     outcome = JobDocument(
                         source=str(path),
@@ -142,12 +159,24 @@ class Ingestor:
                 if on_document:
                     on_document(outcome)
         except Exception as error:
-            self._catalog.finish_job(job_id, error=f"{type(error).__name__}: {error}")
+            self._finish(job_id, requested_by, error=f"{type(error).__name__}: {error}")
             raise
         self._store.optimize()
-        return self._catalog.finish_job(job_id)
+        return self._finish(job_id, requested_by)
 
-    def _ingest_one(self, path: Path, entry: ManifestEntry, force: bool) -> JobDocument:
+    def _finish(self, job_id: str, requested_by: str, error: str | None = None) -> Job:
+        job = self._catalog.finish_job(job_id, error=error)
+        self._audit.append(
+            AuditEvent.JOB_FINISHED,
+            requested_by,
+            target=job_id,
+            detail={"status": job.status.value, "counts": job.counts, "error": error},
+        )
+        return job
+
+    def _ingest_one(
+        self, path: Path, entry: ManifestEntry, force: bool, requested_by: str, job_id: str
+    ) -> JobDocument:
         size = path.stat().st_size
         if size > self._max_file_bytes:
             raise IngestError(
@@ -203,6 +232,19 @@ class Ingestor:
                 ingested_at=dt.datetime.now(dt.UTC),
             )
         )
+        self._audit.append(
+            AuditEvent.DOCUMENT_REPLACED if known else AuditEvent.DOCUMENT_ADDED,
+            requested_by,
+            target=document.document_id,
+            detail={
+                "job_id": job_id,
+                "source": str(path),
+                "content_hash": document.content_hash,
+                "previous_hash": known.content_hash if known else None,
+                "chunks": len(chunks),
+                "access_groups": document.access_groups,
+            },
+        )
         return JobDocument(
             source=str(path),
             document_id=document.document_id,
@@ -236,12 +278,20 @@ class Ingestor:
             )
         return suspects
 
-    def delete(self, document_id: str) -> bool:
+    def delete(self, document_id: str, actor: str = "cli") -> bool:
         """Remove a document's chunks and record; False when it was not there."""
         known = self._catalog.document(document_id)
         removed = self._store.delete_document(document_id)
         self._catalog.forget_document(document_id)
-        return known is not None or removed > 0
+        deleted = known is not None or removed > 0
+        if deleted:
+            self._audit.append(
+                AuditEvent.DOCUMENT_DELETED,
+                actor,
+                target=document_id,
+                detail={"chunks": removed, "content_hash": known.content_hash if known else None},
+            )
+        return deleted
 
     def prune(self, folder: Path) -> list[str]:
         """Delete the documents ingested from under `folder` whose files are gone."""
@@ -253,7 +303,7 @@ class Ingestor:
             and not Path(record.source).exists()
         ]
         for document_id in gone:
-            self.delete(document_id)
+            self.delete(document_id, actor="prune")
         return gone
 
     def reindex(

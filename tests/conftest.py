@@ -12,13 +12,17 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy
 
+from core.admin_cli import sql_stores
+from core.models import Role
 from core.pipeline import Services
 from core.settings import Settings
 from generation.local_server import server_command
@@ -32,6 +36,46 @@ NIST = SAMPLE / "sp800-53r5-moderate-catalog.json"
 BREACH_QUESTION = (
     "Within how many hours must a personal data breach be notified to the supervisory authority?"
 )
+
+
+POSTGRES_URL = os.environ.get(
+    "REGULUS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new empty database on the test server, dropped afterwards: runs in parallel never meet.
+
+    Skips without a server, except under CI, which must test PostgreSQL.
+    """
+    server = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    name = f"regulus_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with server.connect() as connection:
+            connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except sqlalchemy.exc.OperationalError:
+        server.dispose()
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test PostgreSQL, but {POSTGRES_URL} is unreachable")
+        pytest.skip(f"no PostgreSQL at {POSTGRES_URL}")
+    try:
+        url = sqlalchemy.make_url(POSTGRES_URL).set(database=name)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with server.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        server.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None (SQLite in the test's data folder) or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+    else:
+        with fresh_postgres_database() as url:
+            yield url
 
 
 def free_port() -> int:
@@ -84,6 +128,18 @@ def embedder() -> Embedder:
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
     """Settings for a test: its own data folder, no .env file or REGULUS_* variables leaking in."""
     return Settings(_env_file=None, data_dir=data_dir, **overrides)  # type: ignore[call-arg]
+
+
+def new_key(
+    settings: Settings, role: Role = Role.ANALYST, groups: Sequence[str] = ("public",)
+) -> str:
+    """A fresh API key in the settings' SQL store, as `regulus keys create` makes it."""
+    with sql_stores(settings) as (keys, _):
+        return keys.create(role, list(groups), name=f"test-{role.value}")[1]
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,28 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from core.models import Role
 from generation.local_server import LOCAL_MODEL_ALIAS
-from tests.conftest import BREACH_QUESTION, free_port, make_settings, stop, wait_for_http
+from tests.conftest import (
+    BREACH_QUESTION,
+    bearer,
+    free_port,
+    make_settings,
+    new_key,
+    stop,
+    wait_for_http,
+)
 
 
-def client_for(data_dir: Path, **settings: object) -> TestClient:
-    return TestClient(create_app(make_settings(data_dir, **settings)))
+def client_for(
+    data_dir: Path,
+    role: Role = Role.ANALYST,
+    groups: tuple[str, ...] = ("public",),
+    **settings: object,
+) -> TestClient:
+    """A client that sends a new key of this role and groups with every request."""
+    resolved = make_settings(data_dir, **settings)
+    return TestClient(create_app(resolved), headers=bearer(new_key(resolved, role, groups)))
 
 
 @pytest.fixture
@@ -85,6 +101,7 @@ class TestServedOverHttp:
     def test_llm_answer_over_a_real_http_server(self, ingested_dir: Path, llm_server: str) -> None:
         """`regulus serve` in its own process, answering through the OpenAI-compatible server."""
         port = free_port()
+        key = new_key(make_settings(ingested_dir))
         env = {
             "PATH": "/usr/bin:/bin",
             "HF_HUB_OFFLINE": "1",
@@ -104,7 +121,10 @@ class TestServedOverHttp:
         try:
             wait_for_http(f"http://127.0.0.1:{port}/healthz", server)
             response = httpx.post(
-                f"http://127.0.0.1:{port}/v1/query", json={"question": BREACH_QUESTION}, timeout=600
+                f"http://127.0.0.1:{port}/v1/query",
+                json={"question": BREACH_QUESTION},
+                headers=bearer(key),
+                timeout=600,
             )
         finally:
             stop(server)
@@ -117,13 +137,10 @@ class TestServedOverHttp:
         assert {c["chunk_id"] for c in body["citations"]} <= passage_ids
 
 
-ADMIN = {"Authorization": "Bearer s3cret-admin-token"}
-
-
 def wait_for_job(client: TestClient, job_id: str, timeout_s: float = 120) -> dict[str, object]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        job = client.get(f"/v1/ingest/jobs/{job_id}", headers=ADMIN).json()
+        job = client.get(f"/v1/ingest/jobs/{job_id}").json()
         if job["status"] not in ("queued", "running"):
             return job  # type: ignore[no-any-return]
         time.sleep(0.2)
@@ -140,17 +157,20 @@ class TestIngestAndDocumentRoutes:
             ("files", ("empty.txt", b"")),
             ("manifest", ("manifest.yaml", manifest.encode())),
         ]
-        with client_for(tmp_path, admin_token="s3cret-admin-token") as client:
-            created = client.post("/v1/ingest/jobs", files=files, headers=ADMIN)
+        analyst = bearer(new_key(make_settings(tmp_path)))
+        with client_for(tmp_path, Role.ADMIN) as client:
+            created = client.post("/v1/ingest/jobs", files=files)
             assert created.status_code == 202
             job = wait_for_job(client, created.json()["job_id"])
-            listed = client.get("/v1/documents").json()
-            jobs = client.get("/v1/ingest/jobs", params={"limit": 1}, headers=ADMIN).json()
-            board = client.get("/v1/documents/board")
-            rules = client.get("/v1/documents/rules").json()
-            answer = client.post("/v1/query", json={"question": "What did the board approve?"})
-            deleted = client.delete("/v1/documents/rules", headers=ADMIN)
-            after = client.get("/v1/documents/rules")
+            listed = client.get("/v1/documents", headers=analyst).json()
+            jobs = client.get("/v1/ingest/jobs", params={"limit": 1}).json()
+            board = client.get("/v1/documents/board", headers=analyst)
+            rules = client.get("/v1/documents/rules", headers=analyst).json()
+            answer = client.post(
+                "/v1/query", json={"question": "What did the board approve?"}, headers=analyst
+            )
+            deleted = client.delete("/v1/documents/rules")
+            after = client.get("/v1/documents/rules", headers=analyst)
         assert job["status"] == "completed_with_errors"
         assert job["counts"] == {
             "pending": 0,
@@ -172,17 +192,21 @@ class TestIngestAndDocumentRoutes:
         assert after.status_code == 404
 
     @pytest.mark.parametrize(
-        ("token", "headers", "status", "code"),
+        ("headers", "status", "code"),
         [
-            (None, ADMIN, 403, "admin_disabled"),
-            ("s3cret-admin-token", {}, 401, "unauthorized"),
-            ("s3cret-admin-token", {"Authorization": "Bearer wrong"}, 401, "unauthorized"),
+            ("analyst", 403, "forbidden"),
+            ("evaluator", 403, "forbidden"),
+            ({"Authorization": ""}, 401, "unauthorized"),
+            ({"Authorization": "Bearer rk_wrong"}, 401, "invalid_credentials"),
+            ({"Authorization": "Bearer not.a.jwt"}, 401, "invalid_credentials"),
         ],
     )
     def test_admin_routes_refuse_everyone_else(
-        self, tmp_path: Path, token: str | None, headers: dict[str, str], status: int, code: str
+        self, tmp_path: Path, headers: str | dict[str, str], status: int, code: str
     ) -> None:
-        with client_for(tmp_path, admin_token=token) as client:
+        if isinstance(headers, str):
+            headers = bearer(new_key(make_settings(tmp_path), Role(headers)))
+        with TestClient(create_app(make_settings(tmp_path))) as client:
             responses = [
                 client.get("/v1/ingest/jobs", headers=headers),
                 client.post(
@@ -195,15 +219,14 @@ class TestIngestAndDocumentRoutes:
             assert response.json()["error"]["code"] == code
 
     def test_unknown_job_and_invalid_manifest(self, tmp_path: Path) -> None:
-        with client_for(tmp_path, admin_token="s3cret-admin-token") as client:
-            missing = client.get("/v1/ingest/jobs/nope", headers=ADMIN)
+        with client_for(tmp_path, Role.ADMIN) as client:
+            missing = client.get("/v1/ingest/jobs/nope")
             bad = client.post(
                 "/v1/ingest/jobs",
                 files=[
                     ("files", ("a.md", b"# A\n\nText.\n")),
                     ("manifest", ("m.json", b'{"a.md": {"titel": "x"}}')),
                 ],
-                headers=ADMIN,
             )
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
         assert bad.status_code == 422 and "invalid metadata" in bad.json()["error"]["message"]

@@ -1,44 +1,23 @@
 """The SQL store on both backends: SQLite (embedded default) and a real PostgreSQL server."""
 
 import datetime as dt
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 
-from core.db import Base, make_engine, make_session_factory
+from core.db import make_engine, make_session_factory
 from ingest.catalog import Catalog, DocumentRecord, DocumentStatus, JobDocument, JobStatus
 from tests.conftest import make_settings
 
-POSTGRES_URL = os.environ.get(
-    "REGULUS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
-
-def _postgres_reachable() -> bool:
-    try:
-        with sqlalchemy.create_engine(POSTGRES_URL).connect():
-            return True
-    except sqlalchemy.exc.OperationalError:
-        return False
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
-    if request.param == "postgresql" and not _postgres_reachable():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must test PostgreSQL, but {POSTGRES_URL} is unreachable")
-        pytest.skip(f"no PostgreSQL at {POSTGRES_URL}")
-    url = POSTGRES_URL if request.param == "postgresql" else None
-    engine = make_engine(make_settings(tmp_path, database_url=url))
+@pytest.fixture
+def catalog(database_url: str | None, tmp_path: Path) -> Iterator[Catalog]:
+    engine = make_engine(make_settings(tmp_path, database_url=database_url))
     try:
         yield Catalog(make_session_factory(engine))
     finally:
-        if request.param == "postgresql":
-            Base.metadata.drop_all(engine)
         engine.dispose()
 
 

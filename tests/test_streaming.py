@@ -21,8 +21,10 @@ from generation.routing import PriceTable
 from generation.structured import StructuredOutput, render
 from tests.conftest import (
     BREACH_QUESTION,
+    bearer,
     free_port,
     make_settings,
+    new_key,
     services_for,
     stop,
     wait_for_http,
@@ -61,7 +63,8 @@ def streamed_text(events: list[tuple[str, dict[str, object]]]) -> str:
 
 @pytest.fixture
 def client(ingested_dir: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(make_settings(ingested_dir))) as test_client:
+    settings = make_settings(ingested_dir)
+    with TestClient(create_app(settings), headers=bearer(new_key(settings))) as test_client:
         yield test_client
 
 
@@ -94,7 +97,7 @@ class TestStreamingRoute:
     ) -> None:
         down = f"http://127.0.0.1:{free_port()}/v1"
         settings = make_settings(ingested_dir, llm_base_url=down, llm_max_retries=0)
-        with TestClient(create_app(settings)) as client:
+        with TestClient(create_app(settings), headers=bearer(new_key(settings))) as client:
             events = stream_query(client, question=BREACH_QUESTION)
         check_stream_shape(events)
         assert any("Article 33" in p["section"] for p in events[0][1]["passages"])  # type: ignore[attr-defined]
@@ -129,7 +132,7 @@ class TestCircuitBreakerOverHttp:
             llm_breaker_failures=2,
             llm_breaker_cooldown_s=300,
         )
-        with TestClient(create_app(settings)) as client:
+        with TestClient(create_app(settings), headers=bearer(new_key(settings))) as client:
             responses = [
                 client.post("/v1/query", json={"question": BREACH_QUESTION}) for _ in range(3)
             ]
@@ -314,7 +317,10 @@ class TestServedWithRealModels:
         try:
             wait_for_http(f"{base}/healthz", server)
             body = {"question": BREACH_QUESTION, "stream": True}
-            with httpx.stream("POST", f"{base}/v1/query", json=body, timeout=600) as response:
+            headers = bearer(new_key(make_settings(ingested_dir)))
+            with httpx.stream(
+                "POST", f"{base}/v1/query", json=body, headers=headers, timeout=600
+            ) as response:
                 assert response.status_code == 200
                 lines = []
                 for line in response.iter_lines():
@@ -357,7 +363,7 @@ class TestServedWithRealModels:
             "question": "Within how many hours must a breach be notified? And to whom must it be "
             "communicated?"
         }
-        with TestClient(create_app(settings)) as client:
+        with TestClient(create_app(settings), headers=bearer(new_key(settings))) as client:
             answers = {
                 "routine": client.post("/v1/query", json=routine).json(),
                 "multi-part": client.post("/v1/query", json=multi_part).json(),

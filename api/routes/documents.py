@@ -50,7 +50,7 @@ def get_document(
     status_code=status.HTTP_204_NO_CONTENT,
     responses=_NOT_FOUND,
 )
-def delete_document(document_id: str, services: ServicesDep, _admin: AdminPrincipal) -> None:
+def delete_document(document_id: str, services: ServicesDep, admin: AdminPrincipal) -> None:
     """Remove a document and every chunk of it (admins)."""
-    if not services.ingestor().delete(document_id):
+    if not services.ingestor().delete(document_id, actor=admin.subject):
         raise ApiError(404, "not_found", f"no document {document_id!r}")

@@ -64,7 +64,8 @@ async def create_job(
             raise ApiError(422, "invalid_manifest", str(error)) from error
     taken: set[str] = set()
     names = [_safe_name(upload.filename, taken) for upload in files]
-    job_id = services.catalog.create_job(names, requested_by=admin.subject)
+    ingestor = services.ingestor()
+    job_id = ingestor.create_job(names, requested_by=admin.subject)
     job_dir = services.settings.data_dir / "uploads" / job_id
     job_dir.mkdir(parents=True)
     limit = int(services.settings.max_file_mb * 2**20)
@@ -77,7 +78,7 @@ async def create_job(
         for upload, path in zip(files, paths, strict=True)
     }
     request.app.state.ingest_worker.submit(
-        services.ingestor().run,
+        ingestor.run,
         paths,
         requested_by=admin.subject,
         metadata=metadata,

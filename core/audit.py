@@ -1,0 +1,388 @@
+"""The tamper-evident audit trail: an append-only SQL table whose rows form a hash chain.
+
+Each row stores the SHA-256 of the previous row's hash and its own canonical JSON, and the one
+`audit_head` row stores the last id and hash. Editing a row breaks its hash, deleting one leaves a
+gap in the ids, and cutting off the newest rows no longer matches the head: `verify` names the
+first row that is wrong. Appends are serialised (a lock in the process, and the head row's write
+lock across processes on SQLite and PostgreSQL alike), so the chain stays one line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    Integer,
+    String,
+    Text,
+    case,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+
+from core.db import Base, UTCDateTime
+from core.models import Answer, RetrievedChunk
+from core.pii import pii_kinds, redact
+from retrieval.filters import Principal, SearchFilters
+
+GENESIS = "0" * 64  # the "previous hash" of the first row
+
+
+class AuditEvent(enum.StrEnum):
+    QUERY = "query"
+    JOB_CREATED = "ingest.job_created"
+    JOB_FINISHED = "ingest.job_finished"
+    DOCUMENT_ADDED = "document.added"
+    DOCUMENT_REPLACED = "document.replaced"
+    DOCUMENT_DELETED = "document.deleted"
+    KEY_CREATED = "key.created"
+    KEY_REVOKED = "key.revoked"
+    DENIED = "auth.denied"
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    time: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    event: Mapped[str] = mapped_column(String(40), index=True)
+    actor: Mapped[str] = mapped_column(String(200), index=True)
+    role: Mapped[str | None] = mapped_column(String(16))
+    target: Mapped[str | None] = mapped_column(String(300))
+    question: Mapped[str | None] = mapped_column(Text)
+    answer: Mapped[str | None] = mapped_column(Text)
+    refused: Mapped[bool | None] = mapped_column(Boolean)
+    model: Mapped[str | None] = mapped_column(String(200))
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """One row (id 1): the newest entry's id and hash, so that a cut-off tail is noticed."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_id: Mapped[int] = mapped_column(Integer)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditEntry(BaseModel):
+    id: int
+    time: dt.datetime
+    event: str
+    actor: str
+    role: str | None = None
+    target: str | None = None
+    question: str | None = None
+    answer: str | None = None
+    refused: bool | None = None
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class HistoryItem(BaseModel):
+    id: int
+    time: dt.datetime
+    question: str
+    answer: str
+    refused: bool
+
+
+class UsageTotals(BaseModel):
+    principal: str
+    queries: int
+    refused: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+class VerifyReport(BaseModel):
+    ok: bool
+    checked: int
+    first_bad_id: int | None = None
+    problem: str | None = None
+
+
+_HASHED = [name for name in AuditEntry.model_fields if name != "hash"]
+
+
+def row_hash(entry: dict[str, Any]) -> str:
+    """SHA-256 of the row's canonical JSON (sorted keys, UTC ISO time), previous hash included."""
+    fields = {name: entry[name] for name in _HASHED}
+    fields["time"] = entry["time"].astimezone(dt.UTC).isoformat()
+    canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _columns(row: AuditRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in AuditEntry.model_fields}
+
+
+def _json_safe(value: Any) -> Any:
+    """What the JSON column will give back when read, so the hash is computed on that."""
+    return json.loads(json.dumps(value, default=str))
+
+
+class AuditLog:
+    """Appends, verifies, lists and exports audit rows; every method is one short transaction."""
+
+    def __init__(self, sessions: sessionmaker[Session], redact_pii: bool = True) -> None:
+        self._sessions = sessions
+        self._redact_pii = redact_pii
+        self._lock = threading.Lock()
+
+    def append(
+        self,
+        event: AuditEvent,
+        actor: str,
+        role: str | None = None,
+        target: str | None = None,
+        detail: dict[str, Any] | None = None,
+        **columns: Any,
+    ) -> int:
+        """Write one row at the end of the chain; returns its id."""
+        with self._lock, self._sessions.begin() as session:
+            # Writing the head row first takes the write lock: SQLite's database lock (waiting its
+            # busy timeout), PostgreSQL's row lock (and then it returns the newest committed head);
+            # whoever holds it appends, the others wait.
+            head = session.execute(
+                update(AuditHead)
+                .where(AuditHead.id == 1)
+                .values(last_id=AuditHead.last_id)
+                .returning(AuditHead.last_id, AuditHead.last_hash)
+            ).one_or_none()
+            if head is None:
+                raise RuntimeError("the audit_head row is missing: run the migrations")
+            entry: dict[str, Any] = {name: None for name in AuditEntry.model_fields}
+            entry.update(columns)
+            entry.update(
+                id=head.last_id + 1,
+                time=dt.datetime.now(dt.UTC),
+                event=event.value,
+                actor=actor,
+                role=role,
+                target=target,
+                detail=_json_safe(detail or {}),
+                prev_hash=head.last_hash,
+            )
+            entry["hash"] = row_hash(entry)
+            session.add(AuditRow(**entry))
+            session.execute(
+                update(AuditHead)
+                .where(AuditHead.id == 1)
+                .values(last_id=entry["id"], last_hash=entry["hash"])
+            )
+            return int(entry["id"])
+
+    def _text(self, text: str | None) -> str | None:
+        return redact(text) if text is not None and self._redact_pii else text
+
+    def record_query(
+        self,
+        principal: Principal,
+        question: str,
+        filters: SearchFilters | None,
+        answer: Answer | None,
+        passages: list[RetrievedChunk],
+        latency_ms: float,
+        error: str | None = None,
+    ) -> int:
+        """One query, answered or failed (`answer` None with `error`); returns the row id, which
+        the response carries as `query_id`. The streaming path calls this too, once it is done."""
+        usage = answer.usage if answer else None
+        detail: dict[str, Any] = {
+            "filters": filters.model_dump(mode="json", exclude_none=True) if filters else {},
+            "chunk_ids": [p.chunk.chunk_id for p in passages],
+            "pii_question": pii_kinds(question),
+        }
+        if answer is not None:
+            detail["citations"] = [
+                {"n": c.n, "chunk_id": c.chunk_id, "document_id": c.document_id}
+                for c in answer.citations
+            ]
+            detail["support_score"] = answer.support_score
+            detail["pii_answer"] = pii_kinds(answer.text)
+        if error is not None:
+            detail["error"] = error
+        return self.append(
+            AuditEvent.QUERY,
+            principal.subject,
+            role=principal.role.value,
+            detail=detail,
+            question=self._text(question),
+            answer=self._text(answer.text) if answer else None,
+            refused=answer.refused if answer else None,
+            model=answer.model if answer else None,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            cost_usd=usage.cost_usd if usage else None,
+            latency_ms=round(latency_ms, 3),
+        )
+
+    # reading
+
+    def entries(
+        self,
+        limit: int = 50,
+        offset: int = 0,
+        event: str | None = None,
+        actor: str | None = None,
+    ) -> tuple[list[AuditEntry], int]:
+        """A page of rows, newest first, and how many match in all."""
+        conditions = []
+        if event:
+            conditions.append(AuditRow.event == event)
+        if actor:
+            conditions.append(AuditRow.actor == actor)
+        with self._sessions() as session:
+            total = session.scalar(select(func.count()).select_from(AuditRow).where(*conditions))
+            rows = session.scalars(
+                select(AuditRow)
+                .where(*conditions)
+                .order_by(AuditRow.id.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+            return [AuditEntry(**_columns(row)) for row in rows], total or 0
+
+    def export(
+        self, since: dt.datetime | None = None, until: dt.datetime | None = None
+    ) -> Iterator[AuditEntry]:
+        """Rows with since <= time < until, oldest first, read in batches."""
+        query = select(AuditRow).order_by(AuditRow.id)
+        if since is not None:
+            query = query.where(AuditRow.time >= since)
+        if until is not None:
+            query = query.where(AuditRow.time < until)
+        with self._sessions() as session:
+            for row in session.scalars(query.execution_options(yield_per=500)):
+                yield AuditEntry(**_columns(row))
+
+    def history(
+        self, subject: str, limit: int = 50, offset: int = 0
+    ) -> tuple[list[HistoryItem], int]:
+        """The answered questions of one principal, newest first."""
+        mine = (
+            AuditRow.event == AuditEvent.QUERY.value,
+            AuditRow.actor == subject,
+            AuditRow.answer.is_not(None),
+        )
+        with self._sessions() as session:
+            total = session.scalar(select(func.count()).select_from(AuditRow).where(*mine))
+            rows = session.scalars(
+                select(AuditRow)
+                .where(*mine)
+                .order_by(AuditRow.id.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+            items = [
+                HistoryItem(
+                    id=row.id,
+                    time=row.time,
+                    question=row.question or "",
+                    answer=row.answer or "",
+                    refused=bool(row.refused),
+                )
+                for row in rows
+            ]
+            return items, total or 0
+
+    def usage(self, subject: str | None = None) -> list[UsageTotals]:
+        """Queries, tokens and cost per principal (or of one), from the query rows."""
+        query = (
+            select(
+                AuditRow.actor,
+                func.count(),
+                func.sum(case((AuditRow.refused.is_(True), 1), else_=0)),
+                func.coalesce(func.sum(AuditRow.prompt_tokens), 0),
+                func.coalesce(func.sum(AuditRow.completion_tokens), 0),
+                func.coalesce(func.sum(AuditRow.cost_usd), 0.0),
+            )
+            .where(AuditRow.event == AuditEvent.QUERY.value)
+            .group_by(AuditRow.actor)
+            .order_by(AuditRow.actor)
+        )
+        if subject is not None:
+            query = query.where(AuditRow.actor == subject)
+        with self._sessions() as session:
+            return [
+                UsageTotals(
+                    principal=actor,
+                    queries=queries,
+                    refused=int(refused or 0),
+                    prompt_tokens=int(prompt),
+                    completion_tokens=int(completion),
+                    cost_usd=float(cost),
+                )
+                for actor, queries, refused, prompt, completion, cost in session.execute(query)
+            ]
+
+    def verify(self) -> VerifyReport:
+        """Walk the chain from the first row; the first row that does not fit is named."""
+        expected_id, expected_prev, checked = 1, GENESIS, 0
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(AuditRow).order_by(AuditRow.id).execution_options(yield_per=1000)
+            )
+            for row in rows:
+                columns = _columns(row)
+                if row.id != expected_id:
+                    return VerifyReport(
+                        ok=False,
+                        checked=checked,
+                        first_bad_id=expected_id,
+                        problem=f"row {expected_id} is missing (deleted)",
+                    )
+                if row.prev_hash != expected_prev:
+                    return VerifyReport(
+                        ok=False,
+                        checked=checked,
+                        first_bad_id=row.id,
+                        problem=f"row {row.id} does not chain to row {row.id - 1} (which was "
+                        "altered or replaced)",
+                    )
+                if row_hash(columns) != row.hash:
+                    return VerifyReport(
+                        ok=False,
+                        checked=checked,
+                        first_bad_id=row.id,
+                        problem=f"row {row.id} was edited: its content no longer matches its hash",
+                    )
+                expected_id, expected_prev, checked = row.id + 1, row.hash, checked + 1
+            head = session.get(AuditHead, 1)
+        if head is None or (head.last_id, head.last_hash) != (expected_id - 1, expected_prev):
+            last = head.last_id if head else "?"
+            return VerifyReport(
+                ok=False,
+                checked=checked,
+                first_bad_id=expected_id,
+                problem=f"the log ends at row {expected_id - 1} but the head records row "
+                f"{last}: rows from {expected_id} on were deleted (or the head was altered)",
+            )
+        return VerifyReport(ok=True, checked=checked)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the SQL store; `core.db.migrate` runs them on every start."""
