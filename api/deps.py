@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError
 from core.pipeline import QueryPipeline, Services
+from eval.jobs import EvalJobs
 from retrieval.filters import Principal
 
 _bearer = HTTPBearer(auto_error=False, description="REGULUS_ADMIN_TOKEN for admin routes.")
@@ -20,6 +21,11 @@ def get_services(request: Request) -> Services:
     return services
 
 
+def get_eval_jobs(request: Request) -> EvalJobs:
+    jobs: EvalJobs = request.app.state.eval_jobs
+    return jobs
+
+
 def get_pipeline(request: Request) -> QueryPipeline:
     pipeline: QueryPipeline = request.app.state.pipeline
     return pipeline
@@ -27,6 +33,7 @@ def get_pipeline(request: Request) -> QueryPipeline:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 PipelineDep = Annotated[QueryPipeline, Depends(get_pipeline)]
+EvalJobsDep = Annotated[EvalJobs, Depends(get_eval_jobs)]
 
 
 def get_principal(services: ServicesDep) -> Principal:
@@ -49,3 +56,5 @@ def require_admin(
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 AdminPrincipal = Annotated[Principal, Depends(require_admin)]
+# Evaluators or admins; until sign-in with roles lands, only the admin token qualifies.
+EvaluatorPrincipal = Annotated[Principal, Depends(require_admin)]

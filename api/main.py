@@ -11,10 +11,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routes import documents, health, ingest, query
+from api.routes import documents, eval, health, ingest, query
 from api.schemas import ErrorDetail, ErrorResponse, ModelUnavailableResponse, PassageOut
 from core.pipeline import AnswerUnavailableError, Services
 from core.settings import Settings, get_settings
+from eval.jobs import EvalJobs, judge_config
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
@@ -38,9 +39,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pipeline = services.query_pipeline()
         # One ingestion job at a time, beside the request threads.
         app.state.ingest_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
+        # One evaluation run at a time; it answers through the same pipeline as /v1/query.
+        app.state.eval_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval")
+        app.state.eval_jobs = EvalJobs(
+            settings.data_dir / "eval-runs",
+            app.state.pipeline,
+            services.store,
+            services.embedder,
+            app.state.eval_worker,
+            judge_config(settings),
+        )
+        app.state.eval_jobs.resume_interrupted()
         try:
             yield
         finally:
+            app.state.eval_worker.shutdown(wait=True, cancel_futures=True)
             app.state.ingest_worker.shutdown(wait=True, cancel_futures=True)
             services.close()
 
@@ -54,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(query.router)
     app.include_router(documents.router)
     app.include_router(ingest.router)
+    app.include_router(eval.router)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:

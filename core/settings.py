@@ -91,12 +91,19 @@ class Settings(BaseSettings):
     llm_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     llm_max_retries: int = Field(default=2, ge=0)
 
+    eval_judge_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible judge for LLM-judged RAGAS metrics of API evaluation runs.",
+    )
+    eval_judge_model: str = "default"
+    eval_judge_api_key: SecretStr = SecretStr("not-needed")
+
     @field_validator("reranker", mode="before")
     @classmethod
     def _none_turns_off(cls, value: object) -> object:
         return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
 
-    @field_validator("llm_base_url", "qdrant_url", "database_url", mode="before")
+    @field_validator("llm_base_url", "qdrant_url", "database_url", "eval_judge_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

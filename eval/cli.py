@@ -17,6 +17,7 @@ from core.settings import Settings, get_settings
 from eval.datasets import DatasetError, DatasetFormat, EvalQuestion
 from eval.index import prepare_index
 from eval.ragas_scores import JudgeConfig, RagasScorer
+from eval.report import compare_runs, render_report
 from eval.retrieval import RetrievalScores, run_questions, score
 from eval.run import (
     EvalRunner,
@@ -217,8 +218,10 @@ def run(
             if judge_url
             else None
         )
+        principal = _principal(groups, settings.default_access_groups)
         info = RunInfo(
             run_id=out.name,
+            groups=principal.groups,
             dataset=str(dataset),
             dataset_sha256=file_sha256(dataset),
             format=fmt,
@@ -230,7 +233,7 @@ def run(
         services.serve_queries()
         runner = EvalRunner(
             services.query_pipeline(),
-            _principal(groups, settings.default_access_groups),
+            principal,
             chunks,
             RagasScorer(embedder, judge) if ragas else None,
             k=k,
@@ -282,3 +285,60 @@ def print_summary(summary: dict[str, object]) -> None:
                 f"latency_ms {stage} p50/p95", f"{_fmt(figures['p50'])} / {_fmt(figures['p95'])}"
             )
     console.print(table)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A run folder.")],
+    out: Annotated[Path | None, typer.Option(help="Default: RUN_DIR/report.html.")] = None,
+) -> None:
+    """Render a run as a self-contained HTML report: tables, distributions, breakdowns, latency."""
+    try:
+        page = render_report(RunFolder(run_dir))
+    except FileNotFoundError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    target = out or run_dir / "report.html"
+    target.write_text(page, encoding="utf-8")
+    console.print(f"report written to {target}")
+
+
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="The earlier run.")],
+    b: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="The later run.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write it here.")] = None,
+) -> None:
+    """What improved and what regressed from run A to run B, overall and question by question."""
+    try:
+        comparison = compare_runs(RunFolder(a), RunFolder(b))
+    except FileNotFoundError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    figures = Table(title="figures")
+    for column in ("metric", "A", "B", "change"):
+        figures.add_column(column, justify="left" if column == "metric" else "right")
+    for name, (before, after) in comparison.figures.items():
+        both = isinstance(before, int | float) and isinstance(after, int | float)
+        change = f"{after - before:+.3f}" if both else ""  # type: ignore[operator]
+        figures.add_row(name, _fmt(before), _fmt(after), change)
+    console.print(figures)
+    for title, changes, style in (
+        ("regressed", comparison.regressed, "red"),
+        ("improved", comparison.improved, "green"),
+    ):
+        table = Table(title=f"{title}: {len(changes)} question metrics")
+        for column in ("question", "metric", "A", "B"):
+            table.add_column(column)
+        for change in changes:
+            after = f"[{style}]{_fmt(change.after)}[/{style}]"
+            table.add_row(change.question_id, change.metric, _fmt(change.before), after)
+        console.print(table)
+    if comparison.only_in_a or comparison.only_in_b:
+        console.print(
+            f"only in A: {len(comparison.only_in_a)} questions; "
+            f"only in B: {len(comparison.only_in_b)}"
+        )
+    if json_out:
+        json_out.write_text(comparison.model_dump_json(indent=2))
+        console.print(f"comparison written to {json_out}")

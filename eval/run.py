@@ -76,6 +76,7 @@ class RunInfo(BaseModel):
     top_k: int | None = None
     judge_model: str | None = None
     requested_by: str = "cli"
+    groups: list[str] = Field(default_factory=list, description="Whose documents it searched.")
     status: RunStatus = RunStatus.QUEUED
     total: int = 0
     done: int = 0
