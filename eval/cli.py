@@ -318,10 +318,9 @@ def compare(
     figures = Table(title="figures")
     for column in ("metric", "A", "B", "change"):
         figures.add_column(column, justify="left" if column == "metric" else "right")
-    for name, (before, after) in comparison.figures.items():
-        both = isinstance(before, int | float) and isinstance(after, int | float)
-        change = f"{after - before:+.3f}" if both else ""  # type: ignore[operator]
-        figures.add_row(name, _fmt(before), _fmt(after), change)
+    for name, (old, new) in comparison.figures.items():
+        delta = f"{new - old:+.3f}" if old is not None and new is not None else ""
+        figures.add_row(name, _fmt(old), _fmt(new), delta)
     console.print(figures)
     for title, changes, style in (
         ("regressed", comparison.regressed, "red"),
@@ -331,8 +330,8 @@ def compare(
         for column in ("question", "metric", "A", "B"):
             table.add_column(column)
         for change in changes:
-            after = f"[{style}]{_fmt(change.after)}[/{style}]"
-            table.add_row(change.question_id, change.metric, _fmt(change.before), after)
+            moved = f"[{style}]{_fmt(change.after)}[/{style}]"
+            table.add_row(change.question_id, change.metric, _fmt(change.before), moved)
         console.print(table)
     if comparison.only_in_a or comparison.only_in_b:
         console.print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
@@ -67,7 +68,7 @@ def _png(figure: Figure) -> str:
     return f'<img alt="plot" src="data:image/png;base64,{encoded}">'
 
 
-def _table(headers: list[str], rows: list[list[object]]) -> str:
+def _table(headers: list[str], rows: Sequence[Sequence[object]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -176,7 +177,7 @@ def render_report(folder: RunFolder) -> str:
         ]
         for r in records
     ]
-    meta = [
+    meta: list[list[object]] = [
         ["dataset", info.dataset],
         ["format", info.format.value],
         ["corpus", info.corpus],
