@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,6 +25,8 @@ from pydantic import BaseModel, Field
 
 from core.models import Chunk
 
+# XRefRAG's inline evidence markers, [#SRC:uuid] / [#TGT:uuid]: not part of the answer's wording.
+_XREF_MARKER = re.compile(r"\s*\[#(?:SRC|TGT):[^\]]*\]")
 UNANSWERABLE = "unanswerable"
 MULTI_DOCUMENT = "multi-document"
 
@@ -165,7 +168,7 @@ def _question(
                 question_id=str(record.get("id") or n),
                 question=record["question"],
                 gold_ids=[record["source_passage_id"], record["target_passage_id"]],
-                reference_answer=record.get("answer"),
+                reference_answer=_XREF_MARKER.sub("", record.get("answer") or "") or None,
                 tags=[str(record.get("reference_type") or "xref")],
             )
         if fmt is DatasetFormat.REGULUS:

@@ -16,24 +16,6 @@ from pydantic import BaseModel, Field
 
 from retrieval.embedder import Embedder
 
-# ragas reports usage to its authors unless told not to; this service never phones home.
-os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
-
-from ragas.dataset_schema import SingleTurnSample
-from ragas.embeddings.base import BaseRagasEmbedding
-from ragas.metrics._context_precision import NonLLMContextPrecisionWithReference
-from ragas.metrics._context_recall import NonLLMContextRecall
-from ragas.metrics.collections import (
-    AnswerRelevancy,
-    BleuScore,
-    ContextPrecisionWithReference,
-    FactualCorrectness,
-    Faithfulness,
-    NonLLMStringSimilarity,
-    RougeScore,
-    SemanticSimilarity,
-)
-
 # The metric names in per-question records and (as means) in summary.json.
 NON_LLM_METRICS = (
     "ragas_non_llm_context_precision",
@@ -61,18 +43,18 @@ class JudgeConfig(BaseModel):
     max_tokens: int = Field(default=1024, ge=64)
 
 
-class EmbedderForRagas(BaseRagasEmbedding):
-    """The service's own local embedder, so semantic similarity needs no embedding API."""
+def _ragas_embeddings(embedder: Embedder) -> Any:
+    """The service's own local embedder behind ragas's interface: no embedding API needed."""
+    from ragas.embeddings.base import BaseRagasEmbedding
 
-    def __init__(self, embedder: Embedder) -> None:
-        super().__init__()
-        self._embedder = embedder
+    class EmbedderForRagas(BaseRagasEmbedding):
+        def embed_text(self, text: str, **kwargs: Any) -> list[float]:
+            return [float(x) for x in embedder.embed_one(text)]
 
-    def embed_text(self, text: str, **kwargs: Any) -> list[float]:
-        return [float(x) for x in self._embedder.embed_one(text)]
+        async def aembed_text(self, text: str, **kwargs: Any) -> list[float]:
+            return self.embed_text(text)
 
-    async def aembed_text(self, text: str, **kwargs: Any) -> list[float]:
-        return self.embed_text(text)
+    return EmbedderForRagas()
 
 
 class RagasScores(BaseModel):
@@ -81,8 +63,25 @@ class RagasScores(BaseModel):
 
 
 class RagasScorer:
+    """Imports ragas (and langchain) only when built: the service starts without them."""
+
     def __init__(self, embedder: Embedder, judge: JudgeConfig | None = None) -> None:
-        self._embeddings = EmbedderForRagas(embedder)
+        # ragas reports usage to its authors unless told not to; this service never phones home.
+        os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
+        from ragas.metrics._context_precision import NonLLMContextPrecisionWithReference
+        from ragas.metrics._context_recall import NonLLMContextRecall
+        from ragas.metrics.collections import (
+            AnswerRelevancy,
+            BleuScore,
+            ContextPrecisionWithReference,
+            FactualCorrectness,
+            Faithfulness,
+            NonLLMStringSimilarity,
+            RougeScore,
+            SemanticSimilarity,
+        )
+
+        self._embeddings = _ragas_embeddings(embedder)
         self._context_precision = NonLLMContextPrecisionWithReference()
         self._context_recall = NonLLMContextRecall()
         self._similarity = SemanticSimilarity(embeddings=self._embeddings)
@@ -131,6 +130,8 @@ class RagasScorer:
         reference_contexts: list[str],
         reference: str | None,
     ) -> RagasScores:
+        from ragas.dataset_schema import SingleTurnSample
+
         jobs: dict[str, Callable[[], Awaitable[Any]]] = {}
         if contexts and reference_contexts:
             sample = SingleTurnSample(

@@ -277,10 +277,12 @@ class EvalRunner:
             {self.chunks[i].document_id for i in question.gold_ids if i in self.chunks}
             | {s.document_id for s in question.gold_sections}
         )
+        # Gold spread over several documents makes a question multi-document, tagged or not.
+        multi = [MULTI_DOCUMENT] if len(gold_documents) > 1 else []
         record = QuestionRecord(
             question_id=question.question_id,
             question=question.question,
-            tags=question.tags,
+            tags=list(dict.fromkeys([*question.tags, *multi])),
             answerable=question.answerable,
             gold_documents=gold_documents,
             gold_units=len(question.gold_unit_ids()),
