@@ -81,6 +81,7 @@ class RagasScorer:
             SemanticSimilarity,
         )
 
+        self._loop = asyncio.new_event_loop()
         self._embeddings = _ragas_embeddings(embedder)
         self._context_precision = NonLLMContextPrecisionWithReference()
         self._context_recall = NonLLMContextRecall()
@@ -120,7 +121,11 @@ class RagasScorer:
         reference: str | None,
     ) -> RagasScores:
         """The scores the inputs allow: context metrics need gold passages, others a reference."""
-        return asyncio.run(self._score(question, response, contexts, reference_contexts, reference))
+        # One loop for the scorer's life: the judge's HTTP client stays bound to the loop it
+        # first ran on, so a fresh asyncio.run per question would break its second request.
+        return self._loop.run_until_complete(
+            self._score(question, response, contexts, reference_contexts, reference)
+        )
 
     async def _score(
         self,
