@@ -16,6 +16,7 @@ from core.pipeline import Services
 from core.settings import Settings, get_settings
 from eval.datasets import DatasetError, DatasetFormat, EvalQuestion
 from eval.index import prepare_index
+from eval.jobs import judge_config
 from eval.ragas_scores import JudgeConfig, RagasScorer
 from eval.report import compare_runs, render_report
 from eval.retrieval import RetrievalScores, run_questions, score
@@ -194,10 +195,12 @@ def run(
         int | None, typer.Option(min=1, max=50, help="Passages the answer sees (default: setting).")
     ] = None,
     judge_url: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible judge for LLM-judged RAGAS metrics.")
+        str | None,
+        typer.Option(help="OpenAI-compatible judge (default: REGULUS_EVAL_JUDGE_URL, if set)."),
     ] = None,
-    judge_model: Annotated[str, typer.Option(help="The judge's model name.")] = "default",
-    judge_api_key: Annotated[str, typer.Option(envvar="REGULUS_EVAL_JUDGE_API_KEY")] = "none",
+    judge_model: Annotated[
+        str | None, typer.Option(help="The judge's model (default: REGULUS_EVAL_JUDGE_MODEL).")
+    ] = None,
     groups: Annotated[
         str | None, typer.Option(help="Evaluate as these groups (default: the documents' default).")
     ] = None,
@@ -213,11 +216,13 @@ def run(
             dataset, dataset_format, services, [corpus] if corpus else []
         )
         questions = questions[:limit]
-        judge = (
-            JudgeConfig(base_url=judge_url, model=judge_model, api_key=judge_api_key)
-            if judge_url
-            else None
-        )
+        judge = judge_config(settings)
+        if judge_url:
+            judge = JudgeConfig(
+                base_url=judge_url,
+                model=judge_model or settings.eval_judge_model,
+                api_key=settings.eval_judge_api_key.get_secret_value(),
+            )
         principal = _principal(groups, settings.default_access_groups)
         info = RunInfo(
             run_id=out.name,
