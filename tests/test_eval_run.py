@@ -18,6 +18,7 @@ from eval.datasets import (
     resolve_gold_sections,
     section_chunk_ids,
 )
+from eval.report import compare_runs, render_report
 from eval.run import QuestionRecord, RunFolder, RunInfo, summarize
 from generation.prompt import NOT_COVERED
 
@@ -220,3 +221,35 @@ class TestRunFolder:
         folder.append(first)
         folder.append(record("1", []))
         assert folder.records()["1"].error is None
+
+
+class TestReportAndCompare:
+    def folder(self, path: Path, **recall: float) -> RunFolder:
+        folder = RunFolder(path)
+        folder.save_info(INFO)
+        for qid, value in recall.items():
+            folder.append(record(qid, ["gdpr"], recall_at_10=value, citation_recall=value))
+        return folder
+
+    def test_compare_lists_moves_question_by_question(self, tmp_path: Path) -> None:
+        a = self.folder(tmp_path / "a", q1=1.0, q2=0.0, q3=0.5)
+        b = self.folder(tmp_path / "b", q1=0.0, q2=1.0, q4=1.0)
+        comparison = compare_runs(a, b)
+        assert {(c.question_id, c.metric) for c in comparison.regressed} == {
+            ("q1", "recall_at_10"),
+            ("q1", "citation_recall"),
+        }
+        assert {c.question_id for c in comparison.improved} == {"q2"}
+        assert comparison.only_in_a == ["q3"] and comparison.only_in_b == ["q4"]
+        assert comparison.figures["recall_at_10"] == pytest.approx((0.5, 2 / 3))
+
+    def test_report_is_one_self_contained_page(self, tmp_path: Path) -> None:
+        page = render_report(self.folder(tmp_path, q1=1.0, q2=0.5))
+        assert page.startswith("<!doctype html>")
+        assert page.count("data:image/png;base64,") == 4  # distributions, 2 breakdowns, latency
+        assert "<td>recall_at_10</td><td>0.750</td>" in page
+        assert "http" not in page.replace("http-equiv", "")  # nothing fetched from elsewhere
+
+    def test_a_folder_without_a_run_is_a_clear_error(self, tmp_path: Path) -> None:
+        with pytest.raises(FileNotFoundError, match="no evaluation run"):
+            render_report(RunFolder(tmp_path))
