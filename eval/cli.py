@@ -201,6 +201,9 @@ def run(
     judge_model: Annotated[
         str | None, typer.Option(help="The judge's model (default: REGULUS_EVAL_JUDGE_MODEL).")
     ] = None,
+    judge_metric_timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds one judged metric may take.")
+    ] = 300.0,
     groups: Annotated[
         str | None, typer.Option(help="Evaluate as these groups (default: the documents' default).")
     ] = None,
@@ -223,6 +226,8 @@ def run(
                 model=judge_model or settings.eval_judge_model,
                 api_key=settings.eval_judge_api_key.get_secret_value(),
             )
+        if judge:
+            judge = judge.model_copy(update={"metric_timeout_s": judge_metric_timeout})
         principal = _principal(groups, settings.default_access_groups)
         info = RunInfo(
             run_id=out.name,

@@ -41,6 +41,9 @@ class JudgeConfig(BaseModel):
     api_key: str = "not-needed"
     timeout_s: float = Field(default=120.0, gt=0)
     max_tokens: int = Field(default=1024, ge=64)
+    metric_timeout_s: float = Field(
+        default=300.0, gt=0, description="Longest one judged metric may take (several calls)."
+    )
 
 
 def _ragas_embeddings(embedder: Embedder) -> Any:
@@ -171,9 +174,15 @@ class RagasScorer:
                 response=response, reference=reference
             )
         scores = RagasScores(values=dict.fromkeys(self.metric_names))
+        limit = self.judge.metric_timeout_s if self.judge else None
         for name, job in jobs.items():
             try:
-                result = await job()
+                if name in JUDGE_METRICS:
+                    result = await asyncio.wait_for(job(), limit)
+                else:
+                    result = await job()
+            except TimeoutError:
+                scores.errors[name] = f"timed out after {limit} s"
             except Exception as error:  # a failed judgement is data, not a crash
                 scores.errors[name] = f"{type(error).__name__}: {error}"[:300]
                 continue
