@@ -177,17 +177,18 @@ class RagasScorer:
         limit = self.judge.metric_timeout_s if self.judge else None
         for name, job in jobs.items():
             try:
-                if name in JUDGE_METRICS:
-                    result = await asyncio.wait_for(job(), limit)
-                else:
-                    result = await job()
+                result = await asyncio.wait_for(job(), limit if name in JUDGE_METRICS else None)
             except TimeoutError:
                 scores.errors[name] = f"timed out after {limit} s"
+                continue
             except Exception as error:  # a failed judgement is data, not a crash
                 scores.errors[name] = f"{type(error).__name__}: {error}"[:300]
                 continue
-            value = getattr(result, "value", result)
-            scores.values[name] = (
-                float(value) if isinstance(value, int | float) and value == value else None
-            )
+            scores.values[name] = _score_value(result)
         return scores
+
+
+def _score_value(result: Any) -> float | None:
+    """A metric's number; None for NaN (ragas's way of saying it could not score)."""
+    value = getattr(result, "value", result)
+    return float(value) if isinstance(value, int | float) and value == value else None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -18,9 +20,11 @@ from eval.datasets import (
     resolve_gold_sections,
     section_chunk_ids,
 )
+from eval.ragas_scores import JudgeConfig, RagasScorer
 from eval.report import compare_runs, render_report
 from eval.run import QuestionRecord, RunFolder, RunInfo, summarize
 from generation.prompt import NOT_COVERED
+from retrieval.embedder import Embedder
 
 GOLDEN = Path(__file__).resolve().parent.parent / "corpora" / "sample" / "golden.jsonl"
 
@@ -253,3 +257,37 @@ class TestReportAndCompare:
     def test_a_folder_without_a_run_is_a_clear_error(self, tmp_path: Path) -> None:
         with pytest.raises(FileNotFoundError, match="no evaluation run"):
             render_report(RunFolder(tmp_path))
+
+
+class _Judged:
+    """Stands in for one judged ragas metric: slow, failing, unscorable or scoring."""
+
+    def __init__(self, outcome: str) -> None:
+        self.outcome = outcome
+
+    async def ascore(self, **_: object) -> object:
+        if self.outcome == "slow":
+            await asyncio.sleep(5)
+        if self.outcome == "fail":
+            raise ValueError("judge returned no JSON")
+        return SimpleNamespace(value=float("nan") if self.outcome == "nan" else 0.7)
+
+
+def test_judged_metric_failures_are_recorded_never_borrowed(embedder: Embedder) -> None:
+    judge = JudgeConfig(base_url="http://127.0.0.1:9/v1", metric_timeout_s=0.2)
+    scorer = RagasScorer(embedder, judge)
+    scorer._judge_metrics = {
+        "ragas_faithfulness": _Judged("slow"),
+        "ragas_response_relevancy": _Judged("fail"),
+        "ragas_llm_context_precision": _Judged("nan"),
+        "ragas_factual_correctness": _Judged("ok"),
+    }
+    scores = scorer.score("q?", "an answer", ["a passage"], ["a passage"], "a reference")
+    assert scores.values["ragas_faithfulness"] is None
+    assert scores.errors["ragas_faithfulness"] == "timed out after 0.2 s"
+    assert scores.values["ragas_response_relevancy"] is None
+    assert "no JSON" in scores.errors["ragas_response_relevancy"]
+    assert scores.values["ragas_llm_context_precision"] is None
+    assert scores.values["ragas_factual_correctness"] == pytest.approx(0.7)
+    assert scores.values["ragas_non_llm_context_recall"] == pytest.approx(1.0)
+    assert scores.values["ragas_semantic_similarity"] is not None
