@@ -14,6 +14,7 @@ from core.audit import AuditEvent
 from core.auth import AuthError
 from core.models import Role
 from core.pipeline import QueryPipeline, Services
+from eval.jobs import EvalJobs
 from retrieval.filters import Principal
 
 _bearer = HTTPBearer(
@@ -24,6 +25,11 @@ _bearer = HTTPBearer(
 def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
+
+
+def get_eval_jobs(request: Request) -> EvalJobs:
+    jobs: EvalJobs = request.app.state.eval_jobs
+    return jobs
 
 
 def get_pipeline(request: Request) -> QueryPipeline:
@@ -42,6 +48,7 @@ AUTH_ERRORS: dict[int | str, dict[str, object]] = {
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 PipelineDep = Annotated[QueryPipeline, Depends(get_pipeline)]
+EvalJobsDep = Annotated[EvalJobs, Depends(get_eval_jobs)]
 
 
 def deny(

@@ -14,10 +14,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.deps import AUTH_ERRORS
 from api.limits import V1_ERROR_RESPONSES, RateLimited, install_limits
 from api.metrics import install_metrics
-from api.routes import audit, documents, health, history, ingest, keys, query, usage, web
+from api.routes import audit, documents, eval, health, history, ingest, keys, query, usage, web
 from api.schemas import ErrorDetail, ErrorResponse, ModelUnavailableResponse, PassageOut
 from core.pipeline import AnswerUnavailableError, Services
 from core.settings import Settings, get_settings
+from eval.jobs import EvalJobs, judge_config
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
@@ -41,9 +42,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pipeline = services.query_pipeline()
         # One ingestion job at a time, beside the request threads.
         app.state.ingest_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
+        # One evaluation run at a time; it answers through the same pipeline as /v1/query.
+        app.state.eval_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval")
+        app.state.eval_jobs = EvalJobs(
+            settings.data_dir / "eval-runs",
+            app.state.pipeline,
+            services.store,
+            services.embedder,
+            app.state.eval_worker,
+            judge_config(settings),
+        )
+        app.state.eval_jobs.resume_interrupted()
         try:
             yield
         finally:
+            app.state.eval_worker.shutdown(wait=True, cancel_futures=True)
             app.state.ingest_worker.shutdown(wait=True, cancel_futures=True)
             services.close()
 
@@ -56,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(web.router)
     # history before query: /v1/query/history is its own path.
-    for router in (history, query, documents, ingest, keys, audit, usage):
+    for router in (history, query, documents, ingest, keys, audit, usage, eval):
         app.include_router(
             router.router,
             dependencies=[RateLimited],

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from core.auth import ApiKey
 from core.models import AnswerSentence, ModelChoice, RetrievedChunk, Role, Usage
 from core.pii import pii_kinds
 from core.pipeline import QueryResult
+from eval.datasets import DatasetFormat
 from retrieval.filters import SearchFilters
 
 
@@ -158,3 +162,42 @@ class KeyCreate(BaseModel):
 
 class KeyCreated(ApiKey):
     key: str = Field(description="The secret, shown this once: it is stored only as a hash.")
+
+
+class EvalRunRequest(BaseModel):
+    name: str = Field(default="dataset", max_length=200, description="A label for the run.")
+    format: DatasetFormat | None = Field(default=None, description="Default: detected.")
+    questions: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=20000,
+        description="Question records in a supported format (regulus, xrefrag, obliqa-mp).",
+    )
+    limit: int | None = Field(default=None, ge=1, description="Only the first N questions.")
+    k: int = Field(default=10, ge=1, le=100, description="Cut-off of the ranking metrics.")
+    top_k: int | None = Field(default=None, ge=1, le=50, description="Passages per answer.")
+    judge: bool = Field(default=False, description="LLM-judged RAGAS metrics (needs a judge).")
+    ragas: bool = Field(default=True, description="RAGAS metrics at all.")
+
+
+class EvalRunOut(BaseModel):
+    run_id: str
+    dataset: str
+    format: DatasetFormat
+    status: str
+    done: int
+    total: int
+    k: int
+    top_k: int | None
+    judge_model: str | None
+    requested_by: str
+    error: str | None
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+    summary: dict[str, Any] | None = Field(default=None, description="Figures, once finished.")
+
+
+class EvalRunList(BaseModel):
+    items: list[EvalRunOut]
+    total: int
+    limit: int
+    offset: int

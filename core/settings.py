@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.injection import InjectionPolicy, QuestionPolicy
@@ -194,6 +194,13 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="How long a question waits for a free slot before 503."
     )
 
+    eval_judge_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible judge for LLM-judged RAGAS metrics of API evaluation runs.",
+    )
+    eval_judge_model: str = "default"
+    eval_judge_api_key: SecretStr = SecretStr("not-needed")
+
     @field_validator("reranker", mode="before")
     @classmethod
     def _none_turns_off(cls, value: object) -> object:
@@ -207,6 +214,7 @@ class Settings(BaseSettings):
         "database_url",
         "jwt_issuer",
         "jwt_jwks",
+        "eval_judge_url",
         mode="before",
     )
     @classmethod

@@ -5,19 +5,30 @@
   the passage text where a (DocumentID, PassageID) key occurs twice.
 - `obliqa-mp`: the same, with each gold passage's corpus `ID`.
 - `xrefrag`: JSON lines with `question`, `answer`, `source_passage_id`, `target_passage_id`.
-- `regulus`: JSON lines with `question`, `gold_chunk_ids` and optional `id`, `answer`, `tags`.
+- `regulus`: JSON lines with `question` and gold evidence as `gold_chunk_ids` and/or
+  `gold_sections` ([{"document_id": "gdpr", "section": "Article 33"}]: survive re-ingestion and
+  re-chunking, resolved against the index by `resolve_gold_sections`), optional `id`, `answer`,
+  `tags` (`multi-document`, `unanswerable`: the corpus does not answer it, so no gold).
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from core.models import Chunk
+
+# XRefRAG's inline evidence markers, [#SRC:uuid] / [#TGT:uuid]: not part of the answer's wording.
+_XREF_MARKER = re.compile(r"\s*\[#(?:SRC|TGT):[^\]]*\]")
+UNANSWERABLE = "unanswerable"
+MULTI_DOCUMENT = "multi-document"
 
 
 class DatasetFormat(enum.StrEnum):
@@ -27,12 +38,55 @@ class DatasetFormat(enum.StrEnum):
     REGULUS = "regulus"
 
 
+class GoldSection(BaseModel):
+    """Gold evidence named by place rather than chunk id: every chunk of that section is gold."""
+
+    document_id: str
+    section: str = Field(description="A heading of the section path, e.g. 'Article 33', 'IR-6'.")
+
+
 class EvalQuestion(BaseModel):
     question_id: str
     question: str
     gold_ids: list[str] = Field(description="Corpus chunk ids of the gold passages.")
+    gold_sections: list[GoldSection] = Field(default_factory=list)
+    gold_groups: list[list[str]] = Field(
+        default_factory=list,
+        description="Chunk ids per gold section: a section counts as found when any is found.",
+    )
     reference_answer: str | None = None
     tags: list[str] = Field(default_factory=list)
+
+    @property
+    def answerable(self) -> bool:
+        return UNANSWERABLE not in self.tags
+
+    def gold_units(self) -> dict[str, str]:
+        """Chunk id -> the gold unit it belongs to: itself, or its gold section's first chunk.
+
+        Ranking and citation metrics count units, so an article split into four chunks is one gold
+        passage, found when any of its chunks is.
+        """
+        units = {chunk_id: chunk_id for chunk_id in self.gold_ids}
+        for group in self.gold_groups:
+            for chunk_id in group:
+                units[chunk_id] = group[0]
+        return units
+
+    def to_units(self, chunk_ids: Iterable[str]) -> list[str]:
+        """Chunk ids with gold chunks replaced by their unit, each unit kept once, order kept."""
+        units = self.gold_units()
+        seen: set[str] = set()
+        ranked = []
+        for chunk_id in chunk_ids:
+            unit = units.get(chunk_id, chunk_id)
+            if unit not in seen:
+                seen.add(unit)
+                ranked.append(unit)
+        return ranked
+
+    def gold_unit_ids(self) -> set[str]:
+        return set(self.gold_units().values())
 
 
 class DatasetError(ValueError):
@@ -58,7 +112,7 @@ def detect_format(records: list[dict[str, Any]]) -> DatasetFormat:
     first = records[0]
     if "source_passage_id" in first and "target_passage_id" in first:
         return DatasetFormat.XREFRAG
-    if "gold_chunk_ids" in first:
+    if "gold_chunk_ids" in first or "gold_sections" in first:
         return DatasetFormat.REGULUS
     passages = first.get("Passages")
     if isinstance(passages, list) and passages:
@@ -114,14 +168,19 @@ def _question(
                 question_id=str(record.get("id") or n),
                 question=record["question"],
                 gold_ids=[record["source_passage_id"], record["target_passage_id"]],
-                reference_answer=record.get("answer"),
+                reference_answer=_XREF_MARKER.sub("", record.get("answer") or "") or None,
                 tags=[str(record.get("reference_type") or "xref")],
             )
         if fmt is DatasetFormat.REGULUS:
+            if "gold_chunk_ids" not in record and "gold_sections" not in record:
+                raise KeyError("gold_chunk_ids or gold_sections")
             return EvalQuestion(
                 question_id=str(record.get("id") or n),
                 question=record["question"],
-                gold_ids=list(record["gold_chunk_ids"]),
+                gold_ids=list(record.get("gold_chunk_ids", [])),
+                gold_sections=[
+                    GoldSection.model_validate(g) for g in record.get("gold_sections", [])
+                ],
                 reference_answer=record.get("answer"),
                 tags=list(record.get("tags", [])),
             )
@@ -143,5 +202,35 @@ def _question(
             gold_ids=gold,
             tags=["multi-document"] if len(documents) > 1 else [],
         )
-    except (KeyError, TypeError) as error:
+    except (KeyError, TypeError, ValueError) as error:
         raise DatasetError(f"question {n}: missing field {error} for format {fmt.value}") from error
+
+
+def _heading_matches(heading: str, wanted: str) -> bool:
+    """'Article 33 — Notification...' matches 'Article 33' but 'Article 330' does not."""
+    heading, wanted = heading.strip().casefold(), wanted.strip().casefold()
+    return heading == wanted or (heading.startswith(wanted) and not heading[len(wanted)].isalnum())
+
+
+def section_chunk_ids(section: GoldSection, chunks: Iterable[Chunk]) -> list[str]:
+    """Chunks of the document whose heading path has a heading starting with the section name."""
+    return [
+        chunk.chunk_id
+        for chunk in chunks
+        if chunk.document_id == section.document_id
+        and any(_heading_matches(h, section.section) for h in chunk.section.split(" > "))
+    ]
+
+
+def resolve_gold_sections(questions: list[EvalQuestion], chunks: list[Chunk]) -> list[str]:
+    """Add the chunk ids of each question's gold sections; returns the sections matching nothing."""
+    unmatched = []
+    for question in questions:
+        for section in question.gold_sections:
+            ids = section_chunk_ids(section, chunks)
+            if not ids:
+                unmatched.append(f"{question.question_id}: {section.document_id} {section.section}")
+                continue
+            question.gold_groups.append(ids)
+            question.gold_ids.extend(i for i in ids if i not in question.gold_ids)
+    return unmatched

@@ -51,8 +51,8 @@ def run_questions(
         latency_ms = (time.perf_counter() - started) * 1000
         result = QuestionResult(
             question_id=question.question_id,
-            gold_ids=question.gold_ids,
-            ranked_ids=[hit.chunk.chunk_id for hit in ranked],
+            gold_ids=sorted(question.gold_unit_ids()),
+            ranked_ids=question.to_units(hit.chunk.chunk_id for hit in ranked),
             latency_ms=latency_ms,
         )
         results.append(result)
