@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from core.models import RetrievedChunk
+from core.models import AnswerSentence, RetrievedChunk
 from retrieval.filters import SearchFilters
 
 
@@ -57,11 +57,31 @@ class PassageOut(BaseModel):
         ]
 
 
+class SentenceOut(BaseModel):
+    text: str
+    citations: list[int] = Field(description="Passage numbers the sentence rests on.")
+    support: float | None = Field(description="Support probability; null: not verified.")
+    supported: bool | None
+
+    @classmethod
+    def from_sentence(cls, sentence: AnswerSentence) -> SentenceOut:
+        return cls.model_validate(sentence.model_dump())
+
+
 class QueryResponse(BaseModel):
     answer: str
     citations: list[CitationOut]
     passages: list[PassageOut]
     model: str
+    sentences: list[SentenceOut] = Field(
+        default_factory=list, description="The answer's sentences and their verification."
+    )
+    support_score: float | None = Field(
+        default=None, description="Share of the answer's sentences found supported."
+    )
+    refused: bool = Field(
+        default=False, description="True: the documents do not address the question."
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -243,7 +243,20 @@ def ask(
             highlight=False,
         )
         console.print(f"    “{citation.quote}”", style="dim", highlight=False)
-    console.print(f"[dim]model: {result.answer.model}[/dim]")
+    if result.answer.refused:
+        console.print("[dim]closest passages:[/dim]")
+        for n, passage in enumerate(result.passages, start=1):
+            chunk = passage.chunk
+            console.print(f"  [{n}] {chunk.document_title} — {chunk.section}", highlight=False)
+    unsupported = [s.text for s in result.answer.sentences if s.supported is False]
+    for sentence in unsupported:
+        console.print(f"[yellow]unsupported:[/yellow] {sentence}", highlight=False)
+    support = result.answer.support_score
+    console.print(
+        f"[dim]model: {result.answer.model}"
+        + (f" · support {support:.0%}" if support is not None else "")
+        + "[/dim]"
+    )
 
 
 @app.command()

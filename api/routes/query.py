@@ -9,6 +9,7 @@ from api.schemas import (
     PassageOut,
     QueryRequest,
     QueryResponse,
+    SentenceOut,
 )
 
 router = APIRouter(prefix="/v1", tags=["query"])
@@ -27,4 +28,7 @@ def query(body: QueryRequest, pipeline: PipelineDep, principal: CurrentPrincipal
         citations=[CitationOut.model_validate(c.model_dump()) for c in result.answer.citations],
         passages=PassageOut.from_results(result.passages),
         model=result.answer.model,
+        sentences=[SentenceOut.from_sentence(s) for s in result.answer.sentences],
+        support_score=result.answer.support_score,
+        refused=result.answer.refused,
     )
