@@ -65,6 +65,7 @@ def main() -> int:
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--scores", type=Path, default=None, help="also write every score here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     corpus_dir = args.corpus_dir.resolve()
@@ -130,6 +131,16 @@ def main() -> int:
             "gate_ms_median": round(float(np.median(timings[signal])), 1),
         }
     print(json.dumps(report, indent=2))
+    if args.scores:
+        args.scores.write_text(
+            json.dumps(
+                {
+                    f"{name} {signal}": {"labels": labels.tolist(), "scores": values.tolist()}
+                    for name, by_signal in scores.items()
+                    for signal, (labels, values) in by_signal.items()
+                }
+            )
+        )
     return 0
 
 

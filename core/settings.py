@@ -13,7 +13,7 @@ from core.models import SearchMode, UnsupportedPolicy
 BUILTIN_RERANKER = "builtin"  # also names the shipped support model for REGULUS_VERIFIER
 LLM_JUDGE = "llm"
 # Calibrated by benchmarks/refusal.py on ObliQA dev (training half) and the unanswerable set.
-DEFAULT_RELEVANCE_THRESHOLD = 0.5
+DEFAULT_RELEVANCE_THRESHOLD = 0.46
 
 
 class Settings(BaseSettings):
@@ -117,8 +117,8 @@ class Settings(BaseSettings):
         default=DEFAULT_RELEVANCE_THRESHOLD,
         ge=-1,
         le=1,
-        description="Refuse when the question's best cosine with the top passages' sentences is "
-        "below it (calibrated, see README); 'none': never refuse before generation.",
+        description="Refuse when the question's best cosine with the top 3 passages is below it "
+        "(calibrated, see README); 'none': never refuse before generation.",
     )
 
     @field_validator("reranker", "verifier", "relevance_threshold", mode="before")

@@ -1,9 +1,11 @@
 """Refusal before generation: when nothing retrieved is close enough to the question, say so.
 
 Retrieval always returns its top hits, however far they are from the question. The gate embeds the
-question and the sentences of the top passages with the service's embedder and refuses when the
-best cosine similarity is below a threshold (the default in core.settings is calibrated on
-answerable and unanswerable questions by `benchmarks/refusal.py`; figures in README.md).
+question and the top passages (as indexed: title, headings, text) with the service's embedder and
+refuses when the best cosine similarity is below a threshold (the default in core.settings is
+calibrated on answerable and unanswerable questions by `benchmarks/refusal.py`, where comparing
+whole passages separated the two as well as comparing their sentences, with 5x fewer texts to
+embed; figures in README.md).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from retrieval.embedder import Embedder
 class RelevanceSignal(enum.StrEnum):
     """What the question is compared with."""
 
-    PASSAGE = "passage"  # each top passage as a whole (title, headings and text)
-    SENTENCE = "sentence"  # each sentence of the top passages: sharper for long passages
+    PASSAGE = "passage"  # each top passage as a whole (title, headings and text): the default
+    SENTENCE = "sentence"  # each sentence of the top passages
 
 
 class RelevanceGate:
@@ -29,7 +31,7 @@ class RelevanceGate:
         self,
         embedder: Embedder,
         threshold: float,
-        signal: RelevanceSignal = RelevanceSignal.SENTENCE,
+        signal: RelevanceSignal = RelevanceSignal.PASSAGE,
         passages_considered: int = 3,
         min_words: int = 4,
     ) -> None:

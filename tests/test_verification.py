@@ -95,7 +95,8 @@ class TestCitationVerifier:
         windows = passage_windows(text, 40)
         assert len(windows) > 1
         assert all(len(w.split()) <= 45 for w in windows)
-        assert windows[0].split(".")[-2] in windows[1]  # one sentence of overlap
+        assert windows[1].startswith("Sentence number 7 says")  # one sentence of overlap
+        assert windows[0].endswith("Sentence number 7 says something.")
 
 
 class TestTrainingData:
@@ -109,8 +110,11 @@ class TestTrainingData:
         rng = random.Random(0)
         assert perturb("A firm must report it.", rng, []) == "A firm must not report it."
         assert perturb("Report within 30 days.", rng, []) not in (None, "Report within 30 days.")
-        swapped = perturb("The Listing Authority decides.", rng, ["Listing Authority", "Regulator"])
-        assert swapped == "The Regulator decides."
+        terms = ["Listing Authority", "Regulator"]
+        assert (
+            perturb("Approval by the Listing Authority.", rng, terms)
+            == "Approval by the Regulator."
+        )
 
 
 @pytest.fixture(scope="module")
