@@ -78,9 +78,13 @@ class PassageOut(BaseModel):
 
 class SentenceOut(BaseModel):
     text: str
-    citations: list[int]
-    support: float | None
+    citations: list[int] = Field(description="Passage numbers the sentence rests on.")
+    support: float | None = Field(description="Support probability; null: not verified.")
     supported: bool | None
+
+    @classmethod
+    def from_sentence(cls, sentence: AnswerSentence) -> SentenceOut:
+        return cls.model_validate(sentence.model_dump())
 
 
 class UsageOut(BaseModel):
@@ -100,10 +104,15 @@ class QueryResponse(BaseModel):
     passages: list[PassageOut]
     model: str
     sentences: list[SentenceOut] = Field(
-        default_factory=list, description="The answer sentence by sentence, with its citations."
+        default_factory=list,
+        description="The sentences, their citations and support.",
     )
-    support_score: float | None = None
-    refused: bool = False
+    support_score: float | None = Field(
+        default=None, description="Share of the answer's sentences found supported."
+    )
+    refused: bool = Field(
+        default=False, description="True: the documents do not address the question."
+    )
     usage: UsageOut | None = Field(
         default=None, description="The model that answered, its tokens and their cost."
     )
@@ -125,7 +134,7 @@ class QueryResponse(BaseModel):
             citations=[CitationOut.model_validate(c.model_dump()) for c in answer.citations],
             passages=PassageOut.from_results(result.passages),
             model=answer.model,
-            sentences=[_sentence_out(s) for s in answer.sentences],
+            sentences=[SentenceOut.from_sentence(s) for s in answer.sentences],
             support_score=answer.support_score,
             refused=answer.refused,
             usage=UsageOut.from_usage(answer.usage),
@@ -133,10 +142,6 @@ class QueryResponse(BaseModel):
             query_id=query_id,
             pii=pii_kinds(answer.text),
         )
-
-
-def _sentence_out(sentence: AnswerSentence) -> SentenceOut:
-    return SentenceOut.model_validate(sentence.model_dump())
 
 
 class ErrorDetail(BaseModel):

@@ -276,13 +276,27 @@ def ask(
             highlight=False,
         )
         console.print(f"    “{citation.quote}”", style="dim", highlight=False)
+    if result.answer.refused:
+        console.print("[dim]closest passages:[/dim]")
+        for n, passage in enumerate(result.passages, start=1):
+            chunk = passage.chunk
+            console.print(f"  [{n}] {chunk.document_title} — {chunk.section}", highlight=False)
+    unsupported = [s.text for s in result.answer.sentences if s.supported is False]
+    for sentence in unsupported:
+        console.print(f"[yellow]unsupported:[/yellow] {sentence}", highlight=False)
+    support = result.answer.support_score
     usage = result.answer.usage
     cost = (
         f", {usage.prompt_tokens}+{usage.completion_tokens} tokens, ${usage.cost_usd:.6f}"
         if usage
         else ""
     )
-    console.print(f"[dim]model: {result.answer.model}{cost}[/dim]", highlight=False)
+    console.print(
+        f"[dim]model: {result.answer.model}{cost}"
+        + (f" · support {support:.0%}" if support is not None else "")
+        + "[/dim]",
+        highlight=False,
+    )
 
 
 @app.command()

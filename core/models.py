@@ -30,6 +30,13 @@ class ModelChoice(enum.StrEnum):
     PREMIUM = "premium"
 
 
+class UnsupportedPolicy(enum.StrEnum):
+    """What verification does with a sentence that no retrieved passage supports."""
+
+    FLAG = "flag"  # kept, marked supported=False
+    DROP = "drop"  # removed from the answer
+
+
 class DocumentFields(BaseModel):
     """Document-level metadata that every chunk carries, so that filters run inside the store."""
 

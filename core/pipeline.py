@@ -18,13 +18,21 @@ from core.auth import Authenticator, JwtVerifier, KeyStore
 from core.db import make_engine, make_session_factory
 from core.injection import InjectionScreen, QuestionGuard
 from core.models import Answer, ModelChoice, RetrievedChunk, SearchMode
-from core.settings import BUILTIN_RERANKER, Settings
+from core.settings import BUILTIN_RERANKER, LLM_JUDGE, Settings
 from generation.base import Generator, ModelUnavailableError, StreamingGenerator
 from generation.breaker import CircuitBreaker
 from generation.extractive import ExtractiveGenerator
 from generation.llm import OpenAICompatibleGenerator
 from generation.prompt import NOT_COVERED
+from generation.refusal import RelevanceGate
 from generation.routing import ModelRouter, PriceTable
+from generation.verification import (
+    DEFAULT_SUPPORT_MODEL,
+    CitationVerifier,
+    CrossEncoderSupportJudge,
+    LLMJudgeVerifier,
+    SupportJudge,
+)
 from ingest.catalog import Catalog
 from ingest.pipeline import Ingestor
 from retrieval.embedder import Embedder
@@ -50,6 +58,30 @@ def load_reranker(settings: Settings) -> CrossEncoderReranker | None:
             "train one with retrieval/training/train_reranker.py or name a folder or hub id"
         )
     return CrossEncoderReranker(str(DEFAULT_RERANKER_PATH))
+
+
+def load_verifier(settings: Settings) -> CitationVerifier | None:
+    """The configured support judge (shipped model, a folder or hub id, an LLM judge) or none."""
+    if settings.verifier is None:
+        return None
+    judge: SupportJudge
+    if settings.verifier == LLM_JUDGE:
+        base_url = settings.verifier_base_url or settings.llm_base_url
+        if not base_url:
+            raise ValueError("REGULUS_VERIFIER=llm needs REGULUS_VERIFIER_BASE_URL or LLM_BASE_URL")
+        judge = LLMJudgeVerifier(
+            base_url=base_url,
+            model=settings.verifier_model or settings.llm_model,
+            api_key=settings.llm_api_key,
+            timeout_s=settings.llm_timeout_s,
+        )
+    else:
+        builtin = settings.verifier == BUILTIN_RERANKER
+        judge = CrossEncoderSupportJudge(
+            DEFAULT_SUPPORT_MODEL if builtin else settings.verifier,
+            threshold=settings.support_threshold,
+        )
+    return CitationVerifier(judge, unsupported=settings.unsupported)
 
 
 class QueryResult(BaseModel):
@@ -97,8 +129,8 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 
 
 class QueryPipeline:
-    """Retrieval, then generation by the routed model, then `_finish` (the post-processing every
-    answer goes through, streamed or not)."""
+    """Retrieval, then (unless the passages are off-topic) generation by the routed model, then
+    `_finish`: verification and the refusal decision, the same for streamed and plain answers."""
 
     def __init__(
         self,
@@ -107,12 +139,16 @@ class QueryPipeline:
         premium: Generator | None = None,
         router: ModelRouter | None = None,
         guard: QuestionGuard | None = None,
+        verifier: CitationVerifier | None = None,
+        relevance: RelevanceGate | None = None,
     ) -> None:
         self.retriever = retriever
         self.generator = generator
         self.premium = premium
         self.router = router or ModelRouter()
         self.guard = guard
+        self.verifier = verifier
+        self.relevance = relevance
 
     def screen(self, question: str) -> None:
         """Refuse a question that tries to instruct the model (PromptInjectionError)."""
@@ -130,8 +166,8 @@ class QueryPipeline:
         self.screen(question)
         timings: dict[str, float] = {}
         passages = self._retrieve(question, principal, filters, top_k, timings)
-        if not passages:
-            answer = Answer(text=NOT_COVERED, citations=[], model=self.generator.name)
+        if not self._relevant(question, passages, timings):
+            answer = self.refusal()
         else:
             generator = self.route(question, passages, model)
             with _timed(timings, "generation"), _unavailable(passages):
@@ -151,8 +187,8 @@ class QueryPipeline:
         timings: dict[str, float] = {}
         passages = self._retrieve(question, principal, filters, top_k, timings)
         yield PassagesEvent(passages)
-        if not passages:
-            not_covered = Answer(text=NOT_COVERED, citations=[], model=self.generator.name)
+        if not self._relevant(question, passages, timings):
+            not_covered = self.refusal()
             yield TokenEvent(not_covered.text)
             yield FinalEvent(self._result(question, not_covered, passages, timings))
             return
@@ -210,10 +246,36 @@ class QueryPipeline:
             answer = self._finish(question, answer, passages)
         return QueryResult(answer=answer, passages=passages, timings=timings)
 
+    def _relevant(
+        self, question: str, passages: list[RetrievedChunk], timings: dict[str, float]
+    ) -> bool:
+        with _timed(timings, "relevance"):
+            return self.is_relevant(question, passages)
+
+    def is_relevant(self, question: str, passages: list[RetrievedChunk]) -> bool:
+        """False when retrieval found nothing, or nothing close enough to answer from."""
+        if not passages:
+            return False
+        return self.relevance is None or self.relevance.run(question, passages)
+
+    def refusal(self, answer: Answer | None = None) -> Answer:
+        """ "Not covered", keeping the model, usage and per-sentence verdicts of a failed answer."""
+        if answer is None:
+            return Answer(text=NOT_COVERED, citations=[], model=self.generator.name, refused=True)
+        return answer.model_copy(update={"text": NOT_COVERED, "citations": [], "refused": True})
+
     def _finish(self, question: str, answer: Answer, passages: list[RetrievedChunk]) -> Answer:
-        """What every answer goes through before it is returned, streamed or not: the place for
-        verification of its sentences against the passages they cite."""
-        return answer
+        """What every answer goes through before it is returned, streamed or not: verification of
+        its sentences against the passages they cite; refusal when the model declined or no
+        sentence is supported."""
+        if answer.refused or NOT_COVERED.rstrip(".") in answer.text or not answer.text.strip():
+            return self.refusal(answer)
+        if self.verifier is None:
+            return answer
+        verified = self.verifier.run(answer, passages)
+        if not any(sentence.supported for sentence in verified.sentences):
+            return self.refusal(verified)
+        return verified
 
 
 @contextmanager
@@ -244,7 +306,11 @@ class Services:
         settings = self.settings
         if not settings.llm_base_url:
             return QueryPipeline(
-                self.retriever(), ExtractiveGenerator(self.embedder), guard=self.question_guard()
+                self.retriever(),
+                ExtractiveGenerator(self.embedder),
+                guard=self.question_guard(),
+                verifier=self.verifier,
+                relevance=self.relevance_gate,
             )
         cheap = self.llm_generator(settings.llm_base_url, settings.llm_model, settings.llm_api_key)
         premium = None
@@ -259,7 +325,13 @@ class Services:
             long_question_words=settings.llm_route_long_question_words,
         )
         return QueryPipeline(
-            self.retriever(), cheap, premium=premium, router=router, guard=self.question_guard()
+            self.retriever(),
+            cheap,
+            premium=premium,
+            router=router,
+            guard=self.question_guard(),
+            verifier=self.verifier,
+            relevance=self.relevance_gate,
         )
 
     def question_guard(self) -> QuestionGuard:
@@ -314,6 +386,15 @@ class Services:
     @cached_property
     def reranker(self) -> CrossEncoderReranker | None:
         return load_reranker(self.settings)
+
+    @cached_property
+    def verifier(self) -> CitationVerifier | None:
+        return load_verifier(self.settings)
+
+    @cached_property
+    def relevance_gate(self) -> RelevanceGate | None:
+        threshold = self.settings.relevance_threshold
+        return None if threshold is None else RelevanceGate(self.embedder, threshold)
 
     def ingestor(self) -> Ingestor:
         return Ingestor.from_settings(

@@ -9,10 +9,13 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.injection import InjectionPolicy, QuestionPolicy
-from core.models import SearchMode
+from core.models import SearchMode, UnsupportedPolicy
 from generation.structured import StructuredOutput
 
-BUILTIN_RERANKER = "builtin"
+BUILTIN_RERANKER = "builtin"  # also names the shipped support model for REGULUS_VERIFIER
+LLM_JUDGE = "llm"
+# Calibrated by benchmarks/refusal.py on ObliQA dev (training half) and the unanswerable set.
+DEFAULT_RELEVANCE_THRESHOLD = 0.46
 
 
 class Settings(BaseSettings):
@@ -201,7 +204,34 @@ class Settings(BaseSettings):
     eval_judge_model: str = "default"
     eval_judge_api_key: SecretStr = SecretStr("not-needed")
 
-    @field_validator("reranker", mode="before")
+    verifier: str | None = Field(
+        default=BUILTIN_RERANKER,
+        description="Citation verification: 'builtin' (the shipped support cross-encoder), a "
+        "cross-encoder folder or hub id, 'llm' (a yes/no judge at verifier_base_url), or 'none'.",
+    )
+    verifier_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible server of the LLM judge; unset: llm_base_url."
+    )
+    verifier_model: str | None = Field(default=None, description="The judge; unset: llm_model.")
+    support_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Support probability a sentence needs; unset: the model's calibrated one.",
+    )
+    unsupported: UnsupportedPolicy = Field(
+        default=UnsupportedPolicy.FLAG,
+        description="Sentences no passage supports: 'flag' (kept, supported=false) or 'drop'.",
+    )
+    relevance_threshold: float | None = Field(
+        default=DEFAULT_RELEVANCE_THRESHOLD,
+        ge=-1,
+        le=1,
+        description="Refuse when the question's best cosine with the top 3 passages is below it "
+        "(calibrated, see README); 'none': never refuse before generation.",
+    )
+
+    @field_validator("reranker", "verifier", "relevance_threshold", mode="before")
     @classmethod
     def _none_turns_off(cls, value: object) -> object:
         return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
@@ -215,6 +245,7 @@ class Settings(BaseSettings):
         "jwt_issuer",
         "jwt_jwks",
         "eval_judge_url",
+        "verifier_base_url",
         mode="before",
     )
     @classmethod

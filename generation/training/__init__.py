@@ -1,0 +1,1 @@
+"""Training scripts for the generation models (the support cross-encoder)."""
