@@ -107,7 +107,7 @@ def measure(settings: Settings, questions: list[str]) -> dict[str, list[float]]:
         principal = services.anonymous_principal()
         list(pipeline.stream(questions[0], principal))  # warm-up: model loads, caches fill
         figures: dict[str, list[float]] = {name: [] for name in (*STAGES, "first token", "total")}
-        for question in questions:
+        for number, question in enumerate(questions, start=1):
             start = time.perf_counter()
             first: float | None = None
             for event in pipeline.stream(question, principal):
@@ -118,6 +118,7 @@ def measure(settings: Settings, questions: list[str]) -> dict[str, list[float]]:
                         figures[stage].append(event.result.timings.get(stage, 0.0))
             figures["total"].append((time.perf_counter() - start) * 1000)
             figures["first token"].append(first if first is not None else figures["total"][-1])
+            print(f"{number}/{len(questions)}: {figures['total'][-1]:.0f} ms", flush=True)
         return figures
     finally:
         services.close()
