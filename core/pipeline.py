@@ -17,7 +17,7 @@ from generation.llm import OpenAICompatibleGenerator
 from generation.prompt import NOT_COVERED
 from ingest.catalog import Catalog
 from ingest.pipeline import Ingestor
-from retrieval.embedder import Embedder
+from retrieval.embedder import Embedder, check_same_embedder
 from retrieval.filters import Principal, SearchFilters
 from retrieval.reranker import DEFAULT_RERANKER_PATH, CrossEncoderReranker
 from retrieval.retriever import Retriever
@@ -77,9 +77,7 @@ class Services:
         self.engine = make_engine(settings)
         self.catalog = Catalog(make_session_factory(self.engine))
         self.store = open_vector_store(settings)
-        self.embedder = embedder or Embedder(
-            settings.embed_model, batch_size=settings.embed_batch_size
-        )
+        self.embedder = embedder or Embedder.from_settings(settings)
 
     def query_pipeline(self) -> QueryPipeline:
         settings = self.settings
@@ -100,6 +98,7 @@ class Services:
 
     def retriever(self, mode: SearchMode | None = None, rerank: bool = True) -> Retriever:
         """The configured retriever; a baseline may override the mode and skip reranking."""
+        self.check_embedder()
         settings = self.settings
         return Retriever(
             self.store,
@@ -111,6 +110,10 @@ class Services:
             reranker=self.reranker if rerank else None,
             rerank_candidates=settings.rerank_candidates,
         )
+
+    def check_embedder(self) -> None:
+        """Queries must be embedded like the stored chunks, or dense search ranks noise."""
+        check_same_embedder(self.catalog.index_embedder(), self.embedder.signature)
 
     @cached_property
     def reranker(self) -> CrossEncoderReranker | None:

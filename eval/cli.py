@@ -64,7 +64,7 @@ def retrieval(
 ) -> None:
     """Recall@k, MAP@k, nDCG@k, MRR and latency of the configured retriever, beside plain BM25."""
     settings = get_settings()
-    embedder = Embedder(settings.embed_model, batch_size=settings.embed_batch_size)
+    embedder = Embedder.from_settings(settings)
     with _progress() as progress:
         task = progress.add_task("index", total=len(list(discover_files([corpus]))))
         index_settings, report = prepare_index(
