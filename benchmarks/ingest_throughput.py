@@ -121,7 +121,7 @@ def main() -> None:
             )
             elapsed_by_backend[name] = elapsed
             print(
-                f"regulus[{name}] {elapsed:7.1f} s  {len(files) / elapsed:6.2f} docs/s  "
+                f"regulus[{name}] {elapsed:7.1f} s  {len(files) / elapsed:6.3f} docs/s  "
                 f"{chunks / elapsed:7.1f} chunks/s  ({chunks} chunks)  "
                 f"peak RSS {peak_rss_mb():.0f} MB",
                 flush=True,
@@ -141,7 +141,7 @@ def main() -> None:
                 files, Path(tmp) / "baseline", settings.embed_model, 254
             )
             print(
-                f"llama-index {base_elapsed:7.1f} s  {len(files) / base_elapsed:6.2f} docs/s  "
+                f"llama-index {base_elapsed:7.1f} s  {len(files) / base_elapsed:6.3f} docs/s  "
                 f"{nodes / base_elapsed:7.1f} nodes/s  ({nodes} nodes)"
             )
             for name, elapsed in elapsed_by_backend.items():

@@ -121,10 +121,18 @@ class _StructureBuilder:
             self.page = page
         self.lines.append(text)
 
+    def _path(self) -> list[str]:
+        return [name for _, name in self.headings] or ["Preamble"]
+
     def _continues_table(self, rows: list[str]) -> bool:
         """A table that goes on over a page break with its header repeated, nothing in between."""
         last = self.sections[-1] if self.sections and not self.lines else None
-        return last is not None and last.table_header == rows[0] and last.table_rows is not None
+        return (
+            last is not None
+            and last.table_rows is not None
+            and last.table_header == rows[0]
+            and last.path == self._path()
+        )
 
     def _add_table(self, rows: list[str], page: int | None) -> None:
         if self._continues_table(rows):
@@ -134,7 +142,7 @@ class _StructureBuilder:
             last.text = "\n".join([rows[0], *last.table_rows])
             return
         self._flush()
-        path = [name for _, name in self.headings] or ["Preamble"]
+        path = self._path()
         self.sections.append(
             Section(
                 path=path,
@@ -162,7 +170,7 @@ class _StructureBuilder:
 
     def _flush(self) -> None:
         if self.lines:
-            path = [name for _, name in self.headings] or ["Preamble"]
+            path = self._path()
             ref = path[-1].split(" — ")[0] if self.headings else None
             self.sections.append(
                 Section(path=path, text="\n".join(self.lines), page=self.page, ref=ref)

@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
-from unstructured.documents.elements import NarrativeText, Text, Title
+from unstructured.documents.elements import ElementMetadata, NarrativeText, Table, Text, Title
 
 from ingest import parsers
 from ingest.chunking import Chunker
@@ -286,3 +286,26 @@ class TestTables:
         assert table.table_header == "Category | Fee"
         assert table.table_rows[0] == "Firm type 0 | 0 USD"
         assert len(table.table_rows) == 40
+
+    def test_a_table_continued_over_a_page_break_is_merged_within_its_article(self) -> None:
+        def table(rows: list[tuple[str, str]], page: int) -> Table:
+            markup = "".join(f"<tr><td>{a}</td><td>{b}</td></tr>" for a, b in rows)
+            metadata = ElementMetadata(text_as_html=f"<table>{markup}</table>", page_number=page)
+            return Table(text=" ".join(a + " " + b for a, b in rows), metadata=metadata)
+
+        header = ("Firm", "Fee")
+        sections = sections_from_elements(
+            [
+                Text("Article 3"),
+                table([header, ("Bank", "1,000"), ("Broker", "500")], page=1),
+                table([header, ("Insurer", "700")], page=2),  # continued, header repeated
+                Text("Article 4"),
+                table([header, ("Bank", "2,000"), ("Broker", "900")], page=2),
+            ],
+            from_pdf=True,
+        )
+        assert [(s.ref, s.table_rows) for s in sections] == [
+            ("Article 3", ["Bank | 1,000", "Broker | 500", "Insurer | 700"]),
+            ("Article 4", ["Bank | 2,000", "Broker | 900"]),
+        ]
+        assert sections[0].text == "Firm | Fee\nBank | 1,000\nBroker | 500\nInsurer | 700"
