@@ -1,12 +1,13 @@
 """Ingestion throughput, measured side by side in one run on the same files:
 
-1. Regulus end to end (parse, chunk, dense + sparse vectors, embedded Qdrant, SQL catalog);
-2. the raw embedder alone on exactly the texts Regulus embedded (the ceiling);
+1. Regulus end to end (parse, chunk, dense + sparse vectors, embedded Qdrant, SQL catalog), once
+   per embedding backend (`--backends torch onnx-int8`);
+2. the raw embedder alone on exactly the texts Regulus embedded (the ceiling), per backend;
 3. a plain llama-index IngestionPipeline (SentenceSplitter, HuggingFaceEmbedding, QdrantVectorStore)
    over the same parsed sections.
 
-Run: .venv/bin/python benchmarks/ingest_throughput.py [--obliqa-docs N] [--skip-baseline]
-(needs `pip install -e '.[bench]'` for the baseline).
+Run: .venv/bin/python benchmarks/ingest_throughput.py [--obliqa-docs N] [--sample-files NAME...]
+[--backends torch onnx-int8] [--skip-baseline] (needs `pip install -e '.[bench]'` for the baseline).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
 
+from core.models import EmbedBackend
 from core.pipeline import Services
 from core.settings import Settings
 from ingest.parsers import parse_document
 from ingest.pipeline import discover_files
-from retrieval.embedder import resolve_model_location
+from retrieval.embedder import Embedder, resolve_model_location
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,8 +36,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def regulus_run(files: list[Path], data_dir: Path) -> tuple[float, int, list[str], Services]:
-    services = Services(Settings(_env_file=None, data_dir=data_dir))  # type: ignore[call-arg]
+def regulus_run(
+    files: list[Path], data_dir: Path, backend: EmbedBackend, models: Path
+) -> tuple[float, int, list[str], Services]:
+    settings = Settings(_env_file=None, data_dir=data_dir, embed_backend=backend)  # type: ignore[call-arg]
+    # One export folder for every run: the one-time ONNX export is not part of the figures.
+    embedder = Embedder.from_settings(settings.model_copy(update={"data_dir": models}))
+    services = Services(settings, embedder=embedder)
     started = time.perf_counter()
     job = services.ingestor().run(files, requested_by="benchmark")
     elapsed = time.perf_counter() - started
@@ -83,37 +90,62 @@ def main() -> None:
     )
     parser.add_argument("--obliqa-docs", type=int, default=40, help="How many ObliQA documents.")
     parser.add_argument("--sample", type=Path, default=ROOT / "corpora/sample")
+    parser.add_argument(
+        "--sample-files", nargs="+", help="Only these files of the sample corpus (default: all)."
+    )
+    parser.add_argument(
+        "--backends", nargs="+", default=["torch", "onnx-int8"], choices=list(EmbedBackend)
+    )
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
 
     obliqa = sorted(discover_files([args.obliqa]), key=lambda p: int(p.stem))[: args.obliqa_docs]
-    files = obliqa + list(discover_files([args.sample]))
-    print(f"{len(files)} files: {len(obliqa)} ObliQA documents + the sample corpus")
+    sample = [
+        path
+        for path in discover_files([args.sample])
+        if not args.sample_files or path.name in args.sample_files
+    ]
+    files = obliqa + sample
+    print(
+        f"{len(files)} files: {len(obliqa)} ObliQA documents + "
+        + ", ".join(path.name for path in sample)
+        + f"; {os.environ.get('OMP_NUM_THREADS', 'default')} thread(s)"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
-        elapsed, chunks, texts, services = regulus_run(files, Path(tmp) / "regulus")
-        print(
-            f"regulus    {elapsed:8.1f} s  {len(files) / elapsed:6.2f} docs/s  "
-            f"{chunks / elapsed:7.1f} chunks/s  ({chunks} chunks)  peak RSS {peak_rss_mb():.0f} MB"
-        )
-        started = time.perf_counter()
-        services.embedder.embed(texts)
-        raw = time.perf_counter() - started
-        services.close()
-        print(f"embedder   {raw:8.1f} s  {len(texts) / raw:7.1f} chunks/s on the same texts")
-        print(
-            f"end-to-end / raw embedder throughput: {(chunks / elapsed) / (len(texts) / raw):.2f}"
-        )
+        elapsed_by_backend = {}
+        for name in args.backends:
+            backend = EmbedBackend(name)
+            elapsed, chunks, texts, services = regulus_run(
+                files, Path(tmp) / f"regulus-{name}", backend, Path(tmp)
+            )
+            elapsed_by_backend[name] = elapsed
+            print(
+                f"regulus[{name}] {elapsed:7.1f} s  {len(files) / elapsed:6.3f} docs/s  "
+                f"{chunks / elapsed:7.1f} chunks/s  ({chunks} chunks)  "
+                f"peak RSS {peak_rss_mb():.0f} MB",
+                flush=True,
+            )
+            started = time.perf_counter()
+            services.embedder.embed(texts)
+            raw = time.perf_counter() - started
+            services.close()
+            print(
+                f"embedder[{name}] {raw:6.1f} s  {len(texts) / raw:7.1f} chunks/s on the same "
+                f"texts; end-to-end / raw: {(chunks / elapsed) / (len(texts) / raw):.2f}",
+                flush=True,
+            )
         if not args.skip_baseline:
             settings = Settings(_env_file=None)  # type: ignore[call-arg]
             base_elapsed, nodes = llama_index_run(
                 files, Path(tmp) / "baseline", settings.embed_model, 254
             )
             print(
-                f"llama-index {base_elapsed:7.1f} s  {len(files) / base_elapsed:6.2f} docs/s  "
+                f"llama-index {base_elapsed:7.1f} s  {len(files) / base_elapsed:6.3f} docs/s  "
                 f"{nodes / base_elapsed:7.1f} nodes/s  ({nodes} nodes)"
             )
-            print(f"speed-up over llama-index (documents/s): {base_elapsed / elapsed:.2f}x")
+            for name, elapsed in elapsed_by_backend.items():
+                print(f"speed-up over llama-index [{name}]: {base_elapsed / elapsed:.2f}x")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,14 @@ class UnsupportedPolicy(enum.StrEnum):
     DROP = "drop"  # removed from the answer
 
 
+class EmbedBackend(enum.StrEnum):
+    """How the embedding model runs: PyTorch, or an ONNX export of it (fp32 or int8 weights)."""
+
+    TORCH = "torch"
+    ONNX = "onnx"
+    ONNX_INT8 = "onnx-int8"
+
+
 class DocumentFields(BaseModel):
     """Document-level metadata that every chunk carries, so that filters run inside the store."""
 

@@ -35,7 +35,7 @@ from generation.verification import (
 )
 from ingest.catalog import Catalog
 from ingest.pipeline import Ingestor
-from retrieval.embedder import Embedder
+from retrieval.embedder import Embedder, check_same_embedder
 from retrieval.expansion import ReferenceExpander
 from retrieval.filters import Principal, SearchFilters
 from retrieval.reranker import DEFAULT_RERANKER_PATH, CrossEncoderReranker
@@ -298,9 +298,7 @@ class Services:
         self.audit = AuditLog(sessions, redact_pii=settings.audit_redact_pii)
         self.keys = KeyStore(sessions, self.audit)
         self.store = open_vector_store(settings)
-        self.embedder = embedder or Embedder(
-            settings.embed_model, batch_size=settings.embed_batch_size
-        )
+        self.embedder = embedder or Embedder.from_settings(settings)
 
     def query_pipeline(self) -> QueryPipeline:
         settings = self.settings
@@ -361,6 +359,7 @@ class Services:
         self, mode: SearchMode | None = None, rerank: bool = True, expand: bool = True
     ) -> Retriever:
         """The configured retriever; a baseline may override the mode and skip the later stages."""
+        self.check_embedder()
         settings = self.settings
         expander = (
             ReferenceExpander(
@@ -382,6 +381,10 @@ class Services:
             rerank_candidates=settings.rerank_candidates,
             expander=expander,
         )
+
+    def check_embedder(self) -> None:
+        """Queries must be embedded like the stored chunks, or dense search ranks noise."""
+        check_same_embedder(self.catalog.index_embedder(), self.embedder.signature)
 
     @cached_property
     def reranker(self) -> CrossEncoderReranker | None:

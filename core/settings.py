@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.injection import InjectionPolicy, QuestionPolicy
-from core.models import SearchMode, UnsupportedPolicy
+from core.models import EmbedBackend, SearchMode, UnsupportedPolicy
 from generation.structured import StructuredOutput
 
 BUILTIN_RERANKER = "builtin"  # also names the shipped support model for REGULUS_VERIFIER
@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         description="A local model folder, an installed model package name or a hub id.",
     )
     embed_batch_size: int = Field(default=32, ge=1)
+    embed_backend: EmbedBackend = Field(
+        default=EmbedBackend.TORCH,
+        description="torch, onnx (fp32 export) or onnx-int8 (quantised export); the ONNX files are "
+        "exported from the model at first use into data_dir/models. An index answers queries only "
+        "with the backend that built it (reindex after a change).",
+    )
     query_threads: int = Field(
         default=1,
         ge=1,

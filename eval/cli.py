@@ -114,7 +114,7 @@ def retrieval(
 ) -> None:
     """Recall@k, MAP@k, nDCG@k, MRR and latency of the configured retriever, beside plain BM25."""
     settings = get_settings()
-    embedder = Embedder(settings.embed_model, batch_size=settings.embed_batch_size)
+    embedder = Embedder.from_settings(settings)
     index_settings = _index(corpus, settings, embedder)
     services = Services(index_settings, embedder=embedder)
     fmt, loaded, _, _ = _load(questions, dataset_format, services, [corpus])
@@ -215,7 +215,7 @@ def run(
 ) -> None:
     """Answer every question with the query pipeline and score retrieval, citations, refusals."""
     settings = get_settings()
-    embedder = Embedder(settings.embed_model, batch_size=settings.embed_batch_size)
+    embedder = Embedder.from_settings(settings)
     index_settings = _index(corpus, settings, embedder)
     services = Services(index_settings, embedder=embedder)
     try:

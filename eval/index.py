@@ -16,6 +16,7 @@ from retrieval.embedder import Embedder
 # Settings that change what the index holds; anything else (top_k, LLM...) can vary freely.
 INDEX_SETTINGS = (
     "embed_model",
+    "embed_backend",
     "chunk_tokens",
     "chunk_overlap",
     "bm25_k1",

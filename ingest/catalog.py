@@ -82,6 +82,18 @@ class JobDocumentRow(Base):
     suspect_chunks: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=list)
 
 
+class IndexSettingRow(Base):
+    """Facts about the whole index, such as which embedder produced its vectors."""
+
+    __tablename__ = "index_settings"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+_EMBEDDER_KEY = "embedder"
+
+
 class DocumentRecord(BaseModel):
     document_id: str
     title: str
@@ -195,6 +207,18 @@ class Catalog:
             row = session.get(DocumentRow, document_id)
             if row:
                 session.delete(row)
+
+    # the index
+
+    def index_embedder(self) -> str | None:
+        """The model and backend that embedded the stored chunks (unset before the first job)."""
+        with self._sessions() as session:
+            row = session.get(IndexSettingRow, _EMBEDDER_KEY)
+            return row.value if row else None
+
+    def set_index_embedder(self, signature: str) -> None:
+        with self._sessions.begin() as session:
+            session.merge(IndexSettingRow(key=_EMBEDDER_KEY, value=signature))
 
     # jobs
 

@@ -2,24 +2,29 @@
 
 Text formats go through `unstructured` (fast strategy, offline). `unstructured` does not recognise
 regulatory headings ("CHAPTER IV", "Article 33", "ANNEX III" come out as plain text), so the
-structure is recovered here by heading rules. OSCAL control catalogs (NIST SP 800-53) are already
+structure is recovered here by heading rules. PDFs are read in page batches (memory bounded by the
+batch, not the file) and their ruled tables come from pdfplumber, row by row, where unstructured's
+fast strategy would give one element per cell. OSCAL control catalogs (NIST SP 800-53) are already
 structured JSON and are read directly.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import html
+import io
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lxml.html
+import pdfplumber
 import pypdf
-from unstructured.documents.elements import Element, Table, Title
+from pdfplumber.page import Page
+from unstructured.documents.elements import Element, ElementMetadata, Table, Title
 
 from core.models import Document, Section
 from ingest.errors import EmptyDocumentError, IngestError, UnsupportedFormatError
@@ -43,6 +48,8 @@ _SUBTITLE_MAX_CHARS = 200
 _MIN_TABLE_ROWS = 3  # a header and two rows; smaller "tables" are layout, read as text
 _PAGE_FURNITURE = frozenset({"Header", "Footer", "PageBreak", "PageNumber"})
 _RECITALS = "Recitals"
+# Pages parsed together: unstructured holds a batch's layout objects at once, so this bounds memory.
+PDF_PAGES_PER_BATCH = 20
 
 
 def content_hash(path: Path) -> str:
@@ -74,7 +81,11 @@ class _StructureBuilder:
             return
         if element.category in _PAGE_FURNITURE:
             return
-        if isinstance(element, Table) and len(rows := _table_rows(element)) >= _MIN_TABLE_ROWS:
+        if (
+            isinstance(element, Table)
+            and (rows := _table_rows(element))
+            and (len(rows) >= _MIN_TABLE_ROWS or self._continues_table(rows))
+        ):
             self._add_table(rows, getattr(element.metadata, "page_number", None))
             return
         if self.from_pdf and (combined := _HEADING_WITH_TITLE.match(text)):
@@ -110,9 +121,28 @@ class _StructureBuilder:
             self.page = page
         self.lines.append(text)
 
+    def _path(self) -> list[str]:
+        return [name for _, name in self.headings] or ["Preamble"]
+
+    def _continues_table(self, rows: list[str]) -> bool:
+        """A table that goes on over a page break with its header repeated, nothing in between."""
+        last = self.sections[-1] if self.sections and not self.lines else None
+        return (
+            last is not None
+            and last.table_rows is not None
+            and last.table_header == rows[0]
+            and last.path == self._path()
+        )
+
     def _add_table(self, rows: list[str], page: int | None) -> None:
+        if self._continues_table(rows):
+            last = self.sections[-1]
+            assert last.table_rows is not None
+            last.table_rows.extend(rows[1:])
+            last.text = "\n".join([rows[0], *last.table_rows])
+            return
         self._flush()
-        path = [name for _, name in self.headings] or ["Preamble"]
+        path = self._path()
         self.sections.append(
             Section(
                 path=path,
@@ -140,7 +170,7 @@ class _StructureBuilder:
 
     def _flush(self) -> None:
         if self.lines:
-            path = [name for _, name in self.headings] or ["Preamble"]
+            path = self._path()
             ref = path[-1].split(" — ")[0] if self.headings else None
             self.sections.append(
                 Section(path=path, text="\n".join(self.lines), page=self.page, ref=ref)
@@ -198,6 +228,15 @@ def sections_from_elements(elements: Iterable[Element], from_pdf: bool = False) 
     return builder.finish()
 
 
+def _elements(path: Path, suffix: str) -> Iterable[Element]:
+    """unstructured's elements of a non-JSON file (a PDF's lazily, page batch by page batch)."""
+    if suffix == ".pdf":
+        return _pdf_elements(path)
+    partition = _partitioner(suffix)
+    assert partition is not None  # every supported non-JSON suffix has one
+    return partition(filename=str(path))
+
+
 def _partitioner(suffix: str) -> Callable[..., list[Element]] | None:
     # Imported lazily: each partitioner pulls in its own format's dependencies.
     if suffix in {".html", ".htm", ".xhtml"}:
@@ -216,11 +255,80 @@ def _partitioner(suffix: str) -> Callable[..., list[Element]] | None:
         from unstructured.partition.text import partition_text
 
         return partition_text
-    if suffix == ".pdf":
-        from unstructured.partition.pdf import partition_pdf
+    return None
 
-        # "fast" reads the text layer (pdfminer); other strategies need OCR models from a hub.
-        return functools.partial(partition_pdf, strategy="fast", languages=["eng"])
+
+def _pdf_elements(path: Path) -> Iterator[Element]:
+    """The PDF's elements, parsed a batch of pages at a time, ruled tables as whole `Table`s."""
+    from unstructured.partition.pdf import partition_pdf
+
+    reader = pypdf.PdfReader(path)
+    with pdfplumber.open(path) as pdf:
+        for first in range(0, len(reader.pages), PDF_PAGES_PER_BATCH):
+            last = min(first + PDF_PAGES_PER_BATCH, len(reader.pages))
+            writer = pypdf.PdfWriter()
+            for number in range(first, last):
+                writer.add_page(reader.pages[number])
+            batch = io.BytesIO()
+            writer.write(batch)
+            batch.seek(0)
+            # "fast" reads the text layer (pdfminer); other strategies need OCR models from a hub.
+            elements = partition_pdf(
+                file=batch, strategy="fast", languages=["eng"], starting_page_number=first + 1
+            )
+            for number in range(first + 1, last + 1):
+                page = pdf.pages[number - 1]
+                on_page = [e for e in elements if e.metadata.page_number == number]
+                yield from _with_tables(on_page, page, number)
+                page.close()  # pdfplumber caches each page's layout objects until closed
+
+
+def _with_tables(elements: list[Element], page: Page, number: int) -> Iterator[Element]:
+    """The page's elements with each ruled table (pdfplumber) in place of the cells inside it."""
+    tables: list[tuple[tuple[float, float, float, float], Table]] = []
+    for found in page.find_tables():
+        rows = [[" ".join((cell or "").split()) for cell in row] for row in found.extract()]
+        rows = [row for row in rows if any(row)]
+        if len(rows) >= 2 and max(len(row) for row in rows) >= 2:  # a framed box is no table
+            markup = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+                for row in rows
+            )
+            table = Table(
+                text="\n".join(" ".join(row) for row in rows),
+                metadata=ElementMetadata(
+                    text_as_html=f"<table>{markup}</table>", page_number=number
+                ),
+            )
+            tables.append((found.bbox, table))
+    if not tables:
+        yield from elements
+        return
+    emitted: set[int] = set()
+    for element in elements:
+        inside = _table_around(element, page, tables)
+        if inside is None:
+            yield element
+        elif inside not in emitted:  # the table goes where its first cell was
+            emitted.add(inside)
+            yield tables[inside][1]
+    yield from (table for n, (_, table) in enumerate(tables) if n not in emitted)
+
+
+def _table_around(
+    element: Element, page: Page, tables: list[tuple[tuple[float, float, float, float], Table]]
+) -> int | None:
+    coordinates = element.metadata.coordinates
+    if coordinates is None or not coordinates.points or coordinates.system is None:
+        return None
+    xs = [point[0] for point in coordinates.points]
+    ys = [point[1] for point in coordinates.points]
+    # unstructured's fast strategy measures in points from the top left, as pdfplumber does.
+    x = (min(xs) + max(xs)) / 2 * float(page.width) / coordinates.system.width
+    y = (min(ys) + max(ys)) / 2 * float(page.height) / coordinates.system.height
+    for n, ((x0, top, x1, bottom), _) in enumerate(tables):
+        if x0 <= x <= x1 and top <= y <= bottom:
+            return n
     return None
 
 
@@ -248,15 +356,12 @@ def parse_document(path: Path, metadata: ManifestEntry | None = None) -> Documen
     if suffix == ".json":
         title, sections = _parse_json(path)
     else:
-        partition = _partitioner(suffix)
-        assert partition is not None  # every supported non-JSON suffix has one
         if suffix == ".pdf":
             _check_pdf(path)
         try:
-            elements = partition(filename=str(path))
+            sections = sections_from_elements(_elements(path, suffix), from_pdf=suffix == ".pdf")
         except Exception as error:  # unstructured raises many types for unreadable input
             raise IngestError(f"{path.name}: could not be parsed: {error}") from error
-        sections = sections_from_elements(elements, from_pdf=suffix == ".pdf")
         title = _title_from_sections(sections, fallback=path.stem)
     if not any(section.text.strip() for section in sections):
         hint = " (scanned without a text layer, or damaged)" if suffix == ".pdf" else ""

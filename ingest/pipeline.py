@@ -23,7 +23,7 @@ from ingest.chunking import Chunker
 from ingest.errors import IngestError
 from ingest.manifest import MANIFEST_NAMES, Manifest, ManifestEntry
 from ingest.parsers import SUPPORTED_SUFFIXES, content_hash, document_id_for, parse_document
-from retrieval.embedder import Embedder
+from retrieval.embedder import Embedder, check_same_embedder
 from retrieval.sparse import BM25Encoder
 from retrieval.store import VectorStore
 
@@ -124,11 +124,13 @@ class Ingestor:
         on_document: ProgressCallback | None = None,
         force: bool = False,
         job_id: str | None = None,
+        rebuild: bool = False,
     ) -> Job:
         """Ingest `files` as one job; metadata from `metadata`, else from each folder's manifest.
 
-        `force` re-parses documents even when unchanged (reindex). One document's failure is
-        recorded on its row and the job goes on.
+        `force` re-parses documents even when unchanged (reindex); `rebuild` says the job
+        re-embeds every document, so it may switch the index to another embedder. One document's
+        failure is recorded on its row and the job goes on.
         """
         files = list(files)
         job_id = job_id or self.create_job([str(f) for f in files], requested_by)
@@ -136,6 +138,7 @@ class Ingestor:
         self._catalog.start_job(job_id)
         manifests: dict[Path, Manifest] = {}
         try:
+            self._claim_index(rebuild)
             for position, path in enumerate(files):
                 started = time.perf_counter()
                 try:
@@ -173,6 +176,20 @@ class Ingestor:
             detail={"status": job.status.value, "counts": job.counts, "error": error},
         )
         return job
+
+    def _claim_index(self, rebuild: bool) -> None:
+        """Refuse to mix vectors of two embedders in one index (queries would compare them).
+
+        A rebuild switches the index to the configured embedder at its start: until it finishes,
+        documents not yet re-embedded still hold the old vectors.
+        """
+        recorded = self._catalog.index_embedder()
+        current = self._embedder.signature
+        if recorded == current:
+            return
+        if not rebuild and self._catalog.documents():
+            check_same_embedder(recorded, current)
+        self._catalog.set_index_embedder(current)
 
     def _ingest_one(
         self, path: Path, entry: ManifestEntry, force: bool, requested_by: str, job_id: str
@@ -322,7 +339,12 @@ class Ingestor:
             for r in records
         }
         return self.run(
-            metadata, requested_by="reindex", metadata=metadata, on_document=on_document, force=True
+            metadata,
+            requested_by="reindex",
+            metadata=metadata,
+            on_document=on_document,
+            force=True,
+            rebuild=len(records) == len(self._catalog.documents()),
         )
 
 

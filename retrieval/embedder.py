@@ -1,19 +1,53 @@
-"""Sentence-transformers embedder that resolves models shipped as Python packages."""
+"""Sentence-transformers embedder that resolves models shipped as Python packages and can run them
+through ONNX Runtime (fp32 or int8) for faster CPU ingestion."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
+import logging
+import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from sentence_transformers import SentenceTransformer
 from transformers.utils import logging as transformers_logging
+
+from core.models import EmbedBackend
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+    from core.settings import Settings
 
 # Progress bars and "sequence longer than the model" notes (the splitter measures long sections on
 # purpose) would drown the service's own output.
 transformers_logging.set_verbosity_error()
 transformers_logging.disable_progress_bar()
+
+# Bumped whenever the exported graph changes, so that stale exports are not reused.
+ONNX_EXPORT_VERSION = 1
+_ONNX_OPSET = 17
+
+
+class EmbedderMismatchError(RuntimeError):
+    """The index holds vectors from another model or backend than the one configured."""
+
+
+def check_same_embedder(recorded: str | None, current: str) -> None:
+    """Vectors of two embedders are not comparable: an index is queried and extended only with
+    the embedder that built it (`recorded`, unset for an index not built yet)."""
+    if recorded is not None and recorded != current:
+        raise EmbedderMismatchError(
+            f"the index was embedded with {recorded} but this process embeds with {current}; "
+            "set REGULUS_EMBED_MODEL / REGULUS_EMBED_BACKEND back, or re-embed every document "
+            "with `regulus reindex`"
+        )
 
 
 def resolve_model_location(name: str) -> str:
@@ -32,15 +66,124 @@ def resolve_model_location(name: str) -> str:
     return str(get_model_path()) if callable(get_model_path) else name
 
 
+class _SentenceEmbeddingGraph(torch.nn.Module):
+    """The whole sentence-transformers stack (encoder, pooling, normalisation) as one traced graph,
+    so the ONNX file gives the same vectors whatever pooling the model uses."""
+
+    def __init__(self, model: SentenceTransformer, input_names: list[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = input_names
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(dict(zip(self.input_names, inputs, strict=True)))["sentence_embedding"]
+
+
+def _model_fingerprint(location: str) -> str:
+    """Identifies the weights an export came from (the folder's files, by name, size and mtime)."""
+    folder = Path(location)
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    description = [location, ONNX_EXPORT_VERSION] + [
+        (str(p.relative_to(folder)), p.stat().st_size, int(p.stat().st_mtime)) for p in files
+    ]
+    return hashlib.sha256(json.dumps(description).encode()).hexdigest()[:12]
+
+
+def export_onnx(
+    model: SentenceTransformer, location: str, cache_dir: Path, backend: EmbedBackend
+) -> Path:
+    """The model's ONNX file for `backend`, exported (and quantised) once into `cache_dir`.
+
+    Export takes seconds (MiniLM: ~5 s, int8 quantisation ~3 s). Files are written under a
+    temporary name and renamed, so a process killed mid-export leaves nothing half-written.
+    """
+    folder = cache_dir / f"{Path(location).name}-{_model_fingerprint(location)}"
+    fp32 = folder / "model.onnx"
+    target = fp32 if backend is EmbedBackend.ONNX else folder / "model-int8.onnx"
+    if target.is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    input_names = list(model.tokenizer.model_input_names)
+    if not fp32.is_file():
+        sample = model.tokenizer(
+            ["a short text", "a slightly longer text"], padding=True, return_tensors="pt"
+        )
+        partial = folder / f"model.onnx.{os.getpid()}.tmp"
+        # The tracer warns about shape checks it freezes; they hold for any padded batch.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _SentenceEmbeddingGraph(model.eval(), input_names),
+                tuple(sample[name] for name in input_names),
+                str(partial),
+                input_names=input_names,
+                output_names=["sentence_embedding"],
+                dynamic_axes={
+                    **{name: {0: "batch", 1: "sequence"} for name in input_names},
+                    "sentence_embedding": {0: "batch"},
+                },
+                opset_version=_ONNX_OPSET,
+                dynamo=False,
+            )
+        partial.replace(fp32)
+    if target is not fp32:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        partial = folder / f"model-int8.onnx.{os.getpid()}.tmp"
+        # Per-channel int8 weights: cosine to the fp32 vectors ~0.993 on ObliQA passages, where
+        # per-tensor weights gave ~0.958.
+        root = logging.getLogger()  # the quantiser logs a pre-processing tip there, at WARNING
+        was_disabled, root.disabled = root.disabled, True
+        try:
+            quantize_dynamic(fp32, partial, weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            root.disabled = was_disabled
+        partial.replace(target)
+    return target
+
+
 class Embedder:
     """Dense text embeddings, normalised so that dot product equals cosine similarity."""
 
-    def __init__(self, model: str, batch_size: int = 32, device: str | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        batch_size: int = 32,
+        device: str | None = None,
+        backend: EmbedBackend = EmbedBackend.TORCH,
+        cache_dir: Path | None = None,
+    ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if backend is not EmbedBackend.TORCH and cache_dir is None:
+            raise ValueError(f"the {backend.value} backend needs a cache_dir for its ONNX file")
         self.model_name = model
         self.batch_size = batch_size
-        self._model = SentenceTransformer(resolve_model_location(model), device=device)
+        self.backend = backend
+        location = resolve_model_location(model)
+        # The PyTorch model is loaded for every backend: it carries the tokenizer and the limits,
+        # and the ONNX file is exported from it.
+        self._model = SentenceTransformer(location, device=device)
+        self._onnx_path = (
+            export_onnx(self._model, location, cache_dir, backend)
+            if backend is not EmbedBackend.TORCH and cache_dir is not None
+            else None
+        )
+        self._session: onnxruntime.InferenceSession | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Embedder:
+        return cls(
+            settings.embed_model,
+            batch_size=settings.embed_batch_size,
+            backend=settings.embed_backend,
+            cache_dir=settings.data_dir / "models",
+        )
+
+    @property
+    def signature(self) -> str:
+        """What produced the vectors: an index must be queried with the same model and backend."""
+        return f"{self.model_name} ({self.backend.value})"
 
     @property
     def dimension(self) -> int:
@@ -58,6 +201,8 @@ class Embedder:
         return list(self._model.tokenizer.encode(text, add_special_tokens=False))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if self._onnx_path is not None:
+            return self._embed_onnx(list(texts))
         vectors = self._model.encode(
             list(texts),
             batch_size=self.batch_size,
@@ -69,3 +214,37 @@ class Embedder:
 
     def embed_one(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
+
+    def _onnx_session(self) -> onnxruntime.InferenceSession:
+        """Created at first use with torch's thread count, so both backends obey one setting
+        (`OMP_NUM_THREADS`, or `REGULUS_QUERY_THREADS` once the server tuned torch)."""
+        if self._session is None:
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            options.inter_op_num_threads = 1
+            self._session = onnxruntime.InferenceSession(
+                str(self._onnx_path), options, providers=["CPUExecutionProvider"]
+            )
+        return self._session
+
+    def _embed_onnx(self, texts: list[str]) -> np.ndarray:
+        session = self._onnx_session()
+        tokenizer = self._model.tokenizer
+        names = list(tokenizer.model_input_names)
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        # Longest first, like sentence-transformers: batches of similar length pad least.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            encoded: dict[str, Any] = tokenizer(
+                [texts[i] for i in batch],
+                padding=True,
+                truncation=True,
+                max_length=self.max_tokens,
+                return_tensors="np",
+            )
+            feeds = {name: encoded[name].astype(np.int64) for name in names}
+            vectors[batch] = session.run(None, feeds)[0]
+        return vectors

@@ -4,8 +4,9 @@ import re
 from pathlib import Path
 
 import pytest
-from unstructured.documents.elements import NarrativeText, Text, Title
+from unstructured.documents.elements import ElementMetadata, NarrativeText, Table, Text, Title
 
+from ingest import parsers
 from ingest.chunking import Chunker
 from ingest.errors import EmptyDocumentError, IngestError, UnsupportedFormatError
 from ingest.manifest import Manifest, ManifestEntry
@@ -225,12 +226,30 @@ class TestPdf:
         document = parse_document(PDF_FIXTURES / "rulebook.pdf")
         paths = {" > ".join(s.path) for s in document.sections}
         assert "Chapter 1 — General provisions > Article 3 — Fees payable to the Authority" in paths
-        fees = [s for s in document.sections if s.ref == "Article 3"]
+        fees = [s for s in document.sections if s.ref == "Article 3" and s.table_rows is None]
         assert [s.page for s in fees] == sorted({s.page for s in fees})  # one part per page
         assert len(fees) >= 2 and fees[0].page == 2
         text = "\n".join(s.text for s in document.sections)
         assert "MOCK FINANCIAL AUTHORITY" not in text  # running header dropped
         assert "Page 3" not in text  # footer dropped
+
+    def test_a_ruled_table_is_one_section_of_rows_across_its_page_break(self) -> None:
+        document = parse_document(PDF_FIXTURES / "rulebook.pdf")
+        tables = [s for s in document.sections if s.table_rows is not None]
+        assert len(tables) == 1
+        fees = tables[0]
+        assert fees.table_header == "No. | Category of firm | Annual fee (EUR) | Due date"
+        assert fees.table_rows is not None and len(fees.table_rows) == 30  # header repeat dropped
+        assert fees.table_rows[0] == "1 | Investment firm - tier 2 | 1,250 | 2024-02-15"
+        assert fees.table_rows[-1] == "30 | Credit institution - tier 1 | 30,250 | 2024-07-15"
+        assert fees.ref == "Article 3" and fees.page == 3
+        prose = "\n".join(s.text for s in document.sections if s.table_rows is None)
+        assert "30,250" not in prose and "Category of firm" not in prose  # no stray cells
+
+    def test_page_batches_do_not_change_the_result(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        whole = parse_document(PDF_FIXTURES / "rulebook.pdf").sections
+        monkeypatch.setattr(parsers, "PDF_PAGES_PER_BATCH", 3)  # the table straddles pages 3-4
+        assert parse_document(PDF_FIXTURES / "rulebook.pdf").sections == whole
 
     @pytest.mark.parametrize(
         ("content", "message"),
@@ -267,3 +286,26 @@ class TestTables:
         assert table.table_header == "Category | Fee"
         assert table.table_rows[0] == "Firm type 0 | 0 USD"
         assert len(table.table_rows) == 40
+
+    def test_a_table_continued_over_a_page_break_is_merged_within_its_article(self) -> None:
+        def table(rows: list[tuple[str, str]], page: int) -> Table:
+            markup = "".join(f"<tr><td>{a}</td><td>{b}</td></tr>" for a, b in rows)
+            metadata = ElementMetadata(text_as_html=f"<table>{markup}</table>", page_number=page)
+            return Table(text=" ".join(a + " " + b for a, b in rows), metadata=metadata)
+
+        header = ("Firm", "Fee")
+        sections = sections_from_elements(
+            [
+                Text("Article 3"),
+                table([header, ("Bank", "1,000"), ("Broker", "500")], page=1),
+                table([header, ("Insurer", "700")], page=2),  # continued, header repeated
+                Text("Article 4"),
+                table([header, ("Bank", "2,000"), ("Broker", "900")], page=2),
+            ],
+            from_pdf=True,
+        )
+        assert [(s.ref, s.table_rows) for s in sections] == [
+            ("Article 3", ["Bank | 1,000", "Broker | 500", "Insurer | 700"]),
+            ("Article 4", ["Bank | 2,000", "Broker | 900"]),
+        ]
+        assert sections[0].text == "Firm | Fee\nBank | 1,000\nBroker | 500\nInsurer | 700"

@@ -1,0 +1,95 @@
+"""ONNX backends of the embedder, and the guard against mixing embedders in one index."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.models import EmbedBackend
+from ingest.catalog import JobStatus
+from retrieval.embedder import Embedder, EmbedderMismatchError
+from tests.conftest import make_settings, services_for
+
+TEXTS = [
+    "Within 72 hours the controller shall notify the personal data breach.",
+    "Annual fee",
+    "A regulated firm shall establish, implement and maintain adequate policies and procedures "
+    "sufficient to ensure compliance with its obligations under this Rulebook. " * 3,
+    "Article 17 Right to erasure ('right to be forgotten') " * 40,  # longer than the model reads
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx-models")
+
+
+@pytest.fixture(scope="module")
+def int8_embedder(embedder: Embedder, onnx_cache: Path) -> Embedder:
+    return Embedder(embedder.model_name, backend=EmbedBackend.ONNX_INT8, cache_dir=onnx_cache)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray((a * b).sum(axis=1))
+
+
+@pytest.mark.slow
+class TestOnnxBackends:
+    def test_fp32_onnx_gives_the_torch_vectors(self, embedder: Embedder, onnx_cache: Path) -> None:
+        onnx = Embedder(embedder.model_name, backend=EmbedBackend.ONNX, cache_dir=onnx_cache)
+        vectors = onnx.embed(TEXTS)
+        assert vectors.shape == (len(TEXTS), embedder.dimension)
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+        assert cosines(vectors, embedder.embed(TEXTS)).min() > 0.99
+        assert onnx.signature == f"{embedder.model_name} (onnx)"
+
+    def test_int8_stays_close_to_torch_and_reuses_its_export(
+        self, embedder: Embedder, int8_embedder: Embedder, onnx_cache: Path
+    ) -> None:
+        agreement = cosines(int8_embedder.embed(TEXTS), embedder.embed(TEXTS))
+        # Measured on 2,000 ObliQA passages: mean 0.993, min 0.98 (README, "Embedding backends").
+        assert agreement.min() > 0.95, agreement
+        exports = sorted(onnx_cache.rglob("*.onnx"))
+        stamps = [path.stat().st_mtime_ns for path in exports]
+        Embedder(embedder.model_name, backend=EmbedBackend.ONNX_INT8, cache_dir=onnx_cache)
+        assert [path.stat().st_mtime_ns for path in exports] == stamps
+        assert not list(onnx_cache.rglob("*.tmp"))
+
+    def test_onnx_needs_a_cache_folder(self, embedder: Embedder) -> None:
+        with pytest.raises(ValueError, match="cache_dir"):
+            Embedder(embedder.model_name, backend=EmbedBackend.ONNX)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_an_index_serves_and_grows_only_with_the_embedder_that_built_it(
+    tmp_path: Path, embedder: Embedder, int8_embedder: Embedder
+) -> None:
+    settings = make_settings(tmp_path / "data")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "policy.md").write_text("# Policy\n\n## Retention\n\nKeep records for five years.\n")
+    with services_for(settings, embedder) as services:
+        assert services.ingestor().run([docs / "policy.md"]).status is JobStatus.SUCCEEDED
+        assert services.catalog.index_embedder() == embedder.signature
+
+    (docs / "other.md").write_text("# Other\n\n## Scope\n\nThis applies to every firm.\n")
+    with services_for(settings, int8_embedder) as services:
+        with pytest.raises(EmbedderMismatchError, match="regulus reindex"):
+            services.retriever()
+        with pytest.raises(EmbedderMismatchError):
+            services.ingestor().run([docs / "other.md"])
+        job = services.catalog.jobs(limit=1)[0]
+        assert job.status is JobStatus.FAILED
+        assert job.error is not None and "REGULUS_EMBED_BACKEND" in job.error
+        assert services.catalog.document("other") is None
+
+        rebuilt = services.ingestor().reindex()
+        assert rebuilt.status is JobStatus.SUCCEEDED
+        assert services.catalog.index_embedder() == int8_embedder.signature
+        principal = services.anonymous_principal()
+        passages = services.retriever().run("how long are records kept?", principal)
+        assert passages and passages[0].chunk.document_id == "policy"
+
+    with services_for(settings, embedder) as services, pytest.raises(EmbedderMismatchError):
+        services.retriever()
