@@ -20,7 +20,7 @@ from eval.run import EvalRunner, RunFolder, RunInfo, file_sha256, load_eval_ques
 from generation.local_server import LOCAL_MODEL_ALIAS
 from retrieval.embedder import Embedder
 from retrieval.filters import Principal
-from tests.conftest import make_settings, services_for
+from tests.conftest import bearer, make_settings, new_key, services_for
 
 GOLDEN = Path(__file__).resolve().parent.parent / "corpora" / "sample" / "golden.jsonl"
 # The fixture index holds GDPR and the ePrivacy Directive only.
@@ -151,11 +151,13 @@ class TestEvalApi:
         self, ingested_dir: Path, tmp_path: Path
     ) -> None:
         records = [json.loads(line) for line in subset(tmp_path, n=3).read_text().splitlines()]
-        settings = make_settings(ingested_dir, admin_token="secret")
+        settings = make_settings(ingested_dir)
+        auth = bearer(new_key(settings, Role.EVALUATOR))
+        analyst = bearer(new_key(settings, Role.ANALYST))
         with TestClient(create_app(settings)) as client:
-            auth = {"Authorization": "Bearer secret"}
             body = {"name": "golden", "questions": records, "ragas": False}
-            assert client.post("/v1/eval/runs", json=body).status_code in (401, 403)
+            assert client.post("/v1/eval/runs", json=body).status_code == 401
+            assert client.post("/v1/eval/runs", json=body, headers=analyst).status_code == 403
             created = client.post("/v1/eval/runs", json=body, headers=auth)
             assert created.status_code == 202, created.text
             run_id = created.json()["run_id"]
