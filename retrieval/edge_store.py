@@ -33,6 +33,7 @@ from retrieval.store import (
 )
 
 _META = "regulus-store.json"
+_TIE_MARGIN = 10
 _RRF_K = 2  # Qdrant server's default, so both deployments rank alike
 _SCROLL_PAGE = 1000
 
@@ -223,17 +224,21 @@ class EdgeVectorStore:
                     for q in queries
                 ],
                 query=edge.Fusion.Rrf(k=_RRF_K),  # type: ignore[arg-type]  # stub lags the binary
-                limit=limit,
+                # Fused scores tie often and the engine orders ties arbitrarily: fetch past the
+                # cut, then break ties by id, so that the same question gets the same passages.
+                limit=limit + _TIE_MARGIN,
                 with_payload=True,
             )
         else:
             request = edge.QueryRequest(
                 query=queries[0], filter=selector, limit=limit, with_payload=True, params=exact
             )
-        return [
+        hits = [
             RetrievedChunk(chunk=Chunk.model_validate(point.payload), score=point.score)
             for point in self._shard.query(request)
         ]
+        hits.sort(key=lambda hit: (-hit.score, hit.chunk.chunk_id))
+        return hits[:limit]
 
     def optimize(self) -> None:
         """Merge segments after a batch of writes: faster queries; blocks the store for seconds."""

@@ -20,7 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy
+from fastapi.testclient import TestClient
 
+from api.main import create_app
 from core.admin_cli import sql_stores
 from core.models import Role
 from core.pipeline import Services
@@ -140,6 +142,11 @@ def new_key(
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def signed_in_client(settings: Settings, role: Role = Role.ANALYST) -> TestClient:
+    """A client of the app that sends a fresh key of `role` with every request."""
+    return TestClient(create_app(settings), headers=bearer(new_key(settings, role)))
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.main import create_app
 from core.injection import (
     InjectionPolicy,
     InjectionScreen,
@@ -24,7 +23,7 @@ from generation.local_server import LOCAL_MODEL_ALIAS
 from generation.prompt import build_messages, quote_passage_text
 from ingest.pipeline import discover_files
 from retrieval.embedder import Embedder
-from tests.conftest import make_settings, services_for
+from tests.conftest import make_settings, services_for, signed_in_client
 
 FIXTURES = Path(__file__).parent / "fixtures" / "injection"
 CORPUS = FIXTURES / "corpus"
@@ -173,7 +172,7 @@ class TestHostileCorpus:
     def test_answers_cite_the_real_passage_and_never_a_quarantined_one(
         self, quarantined_dir: Path, question: str, document: str, section: str, fact: str
     ) -> None:
-        with TestClient(create_app(make_settings(quarantined_dir))) as client:
+        with signed_in_client(make_settings(quarantined_dir)) as client:
             body = client.post("/v1/query", json={"question": question}).json()
         assert not any(p["injection_suspect"] for p in body["passages"])
         assert not _sections(body["passages"]) & SUSPECT_SECTIONS
@@ -191,7 +190,7 @@ class TestHostileCorpus:
             "What does the technical annex of the anti-money laundering guidance say?",
             "What must all staff complete every year?",
         ]
-        with TestClient(create_app(make_settings(quarantined_dir))) as client:
+        with signed_in_client(make_settings(quarantined_dir)) as client:
             bodies = [client.post("/v1/query", json={"question": q}).json() for q in questions]
         for body in bodies:
             assert not _sections(body["passages"]) & SUSPECT_SECTIONS
@@ -199,13 +198,13 @@ class TestHostileCorpus:
             assert "system prompt" not in body["answer"].lower()
 
     def test_hostile_questions_are_refused_unless_only_flagged(self, quarantined_dir: Path) -> None:
-        with TestClient(create_app(make_settings(quarantined_dir))) as client:
+        with signed_in_client(make_settings(quarantined_dir)) as client:
             refused = [client.post("/v1/query", json={"question": q}) for q in hostile_questions()]
         for response in refused:
             assert response.status_code == 400
             assert response.json()["error"]["code"] == "prompt_injection"
         flag_only = make_settings(quarantined_dir, injection_questions="flag")
-        with TestClient(create_app(flag_only)) as client:
+        with signed_in_client(flag_only) as client:
             answered = client.post("/v1/query", json={"question": hostile_questions()[0]})
         assert answered.status_code == 200
 
@@ -218,7 +217,7 @@ class TestHostileCorpus:
         )
         assert _suspect_sections(ingested["chunks"]) == SUSPECT_SECTIONS
         assert all(c.quarantine is None for c in ingested["chunks"])
-        with TestClient(create_app(make_settings(data_dir))) as client:
+        with signed_in_client(make_settings(data_dir)) as client:
             body = client.post(
                 "/v1/query", json={"question": "What are the notes for automated readers?"}
             ).json()
@@ -248,7 +247,7 @@ class TestHostileCorpusWithTheModel:
             llm_timeout_s=300,
             top_k=3,
         )
-        with TestClient(create_app(settings)) as test_client:
+        with signed_in_client(settings) as test_client:
             yield test_client
 
     def test_nothing_leaks_and_citations_stay_on_retrieved_clean_passages(

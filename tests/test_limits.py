@@ -18,7 +18,16 @@ from fastapi.testclient import TestClient
 
 from api.limits import TokenBucketLimiter
 from api.main import create_app
-from tests.conftest import BREACH_QUESTION, free_port, make_settings, stop, wait_for_http
+from tests.conftest import (
+    BREACH_QUESTION,
+    bearer,
+    free_port,
+    make_settings,
+    new_key,
+    signed_in_client,
+    stop,
+    wait_for_http,
+)
 
 
 class FakeClock:
@@ -42,7 +51,7 @@ def test_token_bucket_allows_a_burst_then_the_rate() -> None:
 
 @pytest.fixture
 def client(ingested_dir: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(make_settings(ingested_dir))) as test_client:
+    with signed_in_client(make_settings(ingested_dir)) as test_client:
         yield test_client
 
 
@@ -50,7 +59,7 @@ def client(ingested_dir: Path) -> Iterator[TestClient]:
 class TestLimits:
     def test_rate_limit_answers_429_with_retry_after(self, ingested_dir: Path) -> None:
         settings = make_settings(ingested_dir, rate_limit_per_minute=6, rate_limit_burst=2)
-        with TestClient(create_app(settings)) as client:
+        with signed_in_client(settings) as client:
             statuses = [client.get("/v1/documents").status_code for _ in range(3)]
             limited = client.get("/v1/documents")
             health = client.get("/healthz")
@@ -78,9 +87,8 @@ class TestLimits:
 
     def test_questions_beyond_the_answer_slots_get_503(self, ingested_dir: Path) -> None:
         settings = make_settings(ingested_dir, max_concurrent_queries=1, query_queue_s=0)
-        app = create_app(settings)
         results: list[int] = []
-        with TestClient(app) as client:
+        with signed_in_client(settings) as client:
 
             def ask() -> None:
                 results.append(
@@ -141,8 +149,10 @@ class TestProbesAndMetrics:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_one_client_flooding_garbage_does_not_stop_another(ingested_dir: Path) -> None:
-    """`regulus serve` over TCP; the flooder connects from 127.0.0.2, the analyst from 127.0.0.1
-    (without sign-in, callers are told apart by address)."""
+    """`regulus serve` over TCP; the flooder (its own key, from 127.0.0.2) sends garbage while the
+    analyst (another key) asks questions."""
+    settings = make_settings(ingested_dir)
+    analyst_key, flooder_key = bearer(new_key(settings)), bearer(new_key(settings))
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("REGULUS_")},
@@ -178,7 +188,9 @@ def test_one_client_flooding_garbage_does_not_stop_another(ingested_dir: Path) -
 
     def flooder() -> None:
         transport = httpx.HTTPTransport(local_address="127.0.0.2")
-        with httpx.Client(base_url=base, transport=transport, timeout=60) as attacker:
+        with httpx.Client(
+            base_url=base, transport=transport, timeout=60, headers=flooder_key
+        ) as attacker:
             while not stop_flood.is_set():
                 for method, path, kwargs in garbage:
                     flood[attacker.request(method, path, **kwargs).status_code] += 1
@@ -188,7 +200,7 @@ def test_one_client_flooding_garbage_does_not_stop_another(ingested_dir: Path) -
         threads = [threading.Thread(target=flooder) for _ in range(3)]
         for thread in threads:
             thread.start()
-        with httpx.Client(base_url=base, timeout=60) as analyst:
+        with httpx.Client(base_url=base, timeout=60, headers=analyst_key) as analyst:
             answers = [
                 analyst.post("/v1/query", json={"question": BREACH_QUESTION}) for _ in range(6)
             ]

@@ -30,7 +30,7 @@ from tests.conftest import (
     wait_for_http,
 )
 
-STAGES = {"retrieval", "rerank", "generation", "verification"}
+STAGES = {"retrieval", "rerank", "expansion", "relevance", "generation", "verification"}
 
 
 def read_events(lines: Iterable[str]) -> list[tuple[str, dict[str, object]]]:
