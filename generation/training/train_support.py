@@ -95,6 +95,13 @@ def load_passages(corpus_dir: Path) -> dict[str, str]:
     return passages
 
 
+def indexed_passages(corpus_dir: Path) -> tuple[dict[str, str], BM25Index]:
+    """The ObliQA passages and a BM25 index over them, for hard negatives and distractors."""
+    passages = load_passages(corpus_dir)
+    ids = sorted(passages)
+    return passages, BM25Index(ids, [passages[i] for i in ids])
+
+
 def tagged_sentences(answer: str) -> list[tuple[str, set[str]]]:
     """Answer sentences without their [#SRC:..]/[#TGT:..] tags, with the passage IDs each cites."""
     marked = _TAG.sub(lambda m: f" [{m.group(2)}]", answer)
@@ -402,9 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     corpus_dir = args.corpus_dir.resolve()
-    passages = load_passages(corpus_dir)
-    ids = sorted(passages)
-    bm25 = BM25Index(ids, [passages[i] for i in ids])
+    passages, bm25 = indexed_passages(corpus_dir)
     train_records = read_jsonl(corpus_dir / "xrefrag" / "SCHEMA_train.jsonl")
     defined_terms = collect_defined_terms(train_records)
     log(f"{len(passages)} passages, {len(defined_terms)} defined terms for entity swaps")
