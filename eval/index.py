@@ -11,7 +11,7 @@ from core.settings import Settings
 from ingest.catalog import Job, JobStatus
 from ingest.parsers import content_hash
 from ingest.pipeline import ProgressCallback, discover_files
-from retrieval.embedder import Embedder
+from retrieval.embedder import Embedder, model_fingerprint, resolve_model_location
 
 # Settings that change what the index holds; anything else (top_k, LLM...) can vary freely.
 INDEX_SETTINGS = (
@@ -33,6 +33,8 @@ def index_fingerprint(files: list[Path], settings: Settings) -> str:
     description = {
         "files": sorted((path.name, content_hash(path)) for path in files),
         "settings": {name: getattr(settings, name) for name in INDEX_SETTINGS},
+        # A model retrained under the same name must not reuse the old vectors.
+        "weights": model_fingerprint(resolve_model_location(settings.embed_model)),
         "format": INDEX_FORMAT,
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]

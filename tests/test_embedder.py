@@ -1,13 +1,19 @@
-"""ONNX backends of the embedder, and the guard against mixing embedders in one index."""
+"""ONNX backends of the embedder, the guard against mixing embedders in one index, and the
+fine-tuning script's batching and loss."""
 
+import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from sentence_transformers import SentenceTransformer
 
 from core.models import EmbedBackend
 from ingest.catalog import JobStatus
-from retrieval.embedder import Embedder, EmbedderMismatchError
+from retrieval.embedder import Embedder, EmbedderMismatchError, resolve_model_location
+from retrieval.training.train_embedder import Triple, batches, contrastive_loss
+from retrieval.training.train_reranker import Question
 from tests.conftest import make_settings, services_for
 
 TEXTS = [
@@ -93,3 +99,38 @@ def test_an_index_serves_and_grows_only_with_the_embedder_that_built_it(
 
     with services_for(settings, embedder) as services, pytest.raises(EmbedderMismatchError):
         services.retriever()
+
+
+class TestEmbedderTraining:
+    """The fine-tuning script's batching and loss, on a toy batch (no corpus needed)."""
+
+    @staticmethod
+    def triple(question_id: str, positive: str, gold: set[str]) -> Triple:
+        question = Question(question_id, "obliqa", f"question {question_id}", frozenset())
+        return Triple(question, positive, f"negative of {question_id}", frozenset(gold))
+
+    def test_a_batch_never_holds_one_question_twice(self) -> None:
+        triples = [self.triple(q, f"{q}-{n}", {f"{q}-0", f"{q}-1"}) for q in "abc" for n in (0, 1)]
+        made = batches(triples, size=4, rng=random.Random(0))
+        assert sorted(t.positive for b in made for t in b) == sorted(t.positive for t in triples)
+        for batch in made:
+            ids = [t.question.id for t in batch]
+            assert len(ids) == len(set(ids)) and len(batch) <= 4
+
+    def test_a_passage_gold_for_the_question_is_not_its_negative(self, embedder: Embedder) -> None:
+        model = SentenceTransformer(
+            resolve_model_location(embedder.model_name),
+            device="cpu",
+            model_kwargs={"dtype": torch.float32},
+        )
+        shared = "Article 33 (1): notify the supervisory authority within 72 hours."
+        batch = [
+            self.triple("a", shared, {shared, "Article 34: communicate the breach."}),
+            self.triple("b", "Article 34: communicate the breach.", {shared, "Article 34: ..."}),
+        ]
+        with torch.no_grad():
+            masked = contrastive_loss(model, batch, scale=20.0)
+            unmasked = contrastive_loss(
+                model, [self.triple(t.question.id, t.positive, {t.positive}) for t in batch], 20.0
+            )
+        assert torch.isfinite(masked) and masked < unmasked
