@@ -38,9 +38,8 @@ from retrieval.embedder import Embedder, resolve_model_location
 from retrieval.training.train_embedder import TRAINING_IDS_FILE
 from retrieval.training.train_reranker import (
     DEFAULT_CORPUS_DIR,
-    BM25Index,
     Passage,
-    load_corpus,
+    indexed_corpus,
     obliqa_questions,
     xrefrag_questions,
 )
@@ -75,9 +74,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     corpus_dir = args.corpus_dir.resolve()
-    corpus = load_corpus(corpus_dir)
-    ids = sorted(corpus)
-    bm25 = BM25Index(ids, [corpus[i].model_text for i in ids])
+    corpus, bm25 = indexed_corpus(corpus_dir)
     rng = random.Random(args.seed)
 
     dev = obliqa_questions(corpus_dir / "obliqa" / "ObliQA_dev.json", corpus_dir)

@@ -58,6 +58,7 @@ from retrieval.training.train_reranker import (
     log,
     save_fp16,
     seed_everything,
+    warmup_then_linear_decay,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -281,15 +282,7 @@ def train(
     for layer in encoder.layer[:frozen_layers]:
         layer.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (
-            (s + 1) / warmup_steps
-            if s < warmup_steps
-            else max(0.0, (total - s) / max(1, total - warmup_steps))
-        ),
-    )
+    optimizer, scheduler = warmup_then_linear_decay(trainable, learning_rate, total, warmup_steps)
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
     model.train()

@@ -50,10 +50,11 @@ from retrieval.training.train_reranker import (
     Passage,
     Question,
     folder_size_mb,
-    load_corpus,
+    indexed_corpus,
     log,
     obliqa_questions,
     seed_everything,
+    warmup_then_linear_decay,
     xrefrag_questions,
 )
 
@@ -159,15 +160,7 @@ def train(
     total = max(1, math.ceil(steps_per_epoch * epochs))
     warmup_steps = max(1, int(total * warmup))
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (
-            (s + 1) / warmup_steps
-            if s < warmup_steps
-            else max(0.0, (total - s) / max(1, total - warmup_steps))
-        ),
-    )
+    optimizer, scheduler = warmup_then_linear_decay(trainable, learning_rate, total, warmup_steps)
     model.train()
     started, step, losses = time.monotonic(), 0, []
     log(f"training: {len(triples)} pairs, {total} steps of {batch_size}")
@@ -233,9 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     corpus_dir = args.corpus_dir.resolve()
-    corpus = load_corpus(corpus_dir)
-    ids = sorted(corpus)
-    bm25 = BM25Index(ids, [corpus[i].model_text for i in ids])
+    corpus, bm25 = indexed_corpus(corpus_dir)
     log(f"{len(corpus)} non-empty passages indexed from {corpus_dir}")
 
     obliqa = obliqa_questions(corpus_dir / "obliqa" / "ObliQA_dev.json", corpus_dir)

@@ -166,6 +166,13 @@ class BM25Index:
         return [self.ids[i] for i in top if scores[i] > 0]
 
 
+def indexed_corpus(corpus_dir: Path) -> tuple[dict[str, Passage], BM25Index]:
+    """The ObliQA passages as ingestion sees them, and a BM25 index over them."""
+    corpus = load_corpus(corpus_dir)
+    ids = sorted(corpus)
+    return corpus, BM25Index(ids, [corpus[i].model_text for i in ids])
+
+
 class DenseIndex:
     """The service's embedder (all-MiniLM-L6-v2) over the same passage texts, cosine top-k."""
 
@@ -282,6 +289,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def warmup_then_linear_decay(
+    parameters: list[torch.nn.Parameter], learning_rate: float, total: int, warmup_steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW whose rate rises linearly over `warmup_steps`, then falls linearly to 0 at `total`."""
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (
+            (s + 1) / warmup_steps
+            if s < warmup_steps
+            else max(0.0, (total - s) / max(1, total - warmup_steps))
+        ),
+    )
+    return optimizer, scheduler
+
+
 def listwise_loss(
     model: CrossEncoder, batch: Sequence[Group], micro_batch: int, bf16: bool
 ) -> torch.Tensor:
@@ -326,15 +349,7 @@ def train(
     assert transformer is not None
     transformer.get_input_embeddings().weight.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (
-            (s + 1) / warmup_steps
-            if s < warmup_steps
-            else max(0.0, (total - s) / max(1, total - warmup_steps))
-        ),
-    )
+    optimizer, scheduler = warmup_then_linear_decay(trainable, learning_rate, total, warmup_steps)
     rng = random.Random(seed)
     model.train()
     started, step, losses = time.monotonic(), 0, []
@@ -552,9 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     corpus_dir = args.corpus_dir.resolve()
-    corpus = load_corpus(corpus_dir)
-    ids = sorted(corpus)
-    bm25 = BM25Index(ids, [corpus[i].model_text for i in ids])
+    corpus, bm25 = indexed_corpus(corpus_dir)
     log(f"{len(corpus)} non-empty passages indexed from {corpus_dir}")
 
     obliqa = obliqa_questions(corpus_dir / "obliqa" / "ObliQA_dev.json", corpus_dir)
