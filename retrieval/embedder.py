@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import logging
 import os
 import warnings
@@ -14,8 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import onnx
 import torch
 from sentence_transformers import SentenceTransformer
+from transformers import PretrainedConfig
 from transformers.utils import logging as transformers_logging
 
 from core.models import EmbedBackend
@@ -31,8 +32,10 @@ transformers_logging.set_verbosity_error()
 transformers_logging.disable_progress_bar()
 
 # Bumped whenever the exported graph changes, so that stale exports are not reused.
-ONNX_EXPORT_VERSION = 1
+ONNX_EXPORT_VERSION = 2
 _ONNX_OPSET = 17
+# Encoders whose attention ONNX Runtime's transformer optimizer fuses (its "bert" graph patterns).
+_FUSABLE_MODEL_TYPES = frozenset({"bert"})
 
 # Models the project trains itself and ships in the repository, named by their folder.
 SHIPPED_MODELS = Path(__file__).resolve().parent / "models"
@@ -86,13 +89,17 @@ class _SentenceEmbeddingGraph(torch.nn.Module):
 
 
 def model_fingerprint(location: str) -> str:
-    """Identifies the weights an export came from (the folder's files, by name, size and mtime)."""
+    """Identifies a model folder's weights and configuration by content: the same on every clone,
+    and unchanged by edits to its documentation (`*.md`). A hub id is identified by its name."""
     folder = Path(location)
-    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
-    description = [location, ONNX_EXPORT_VERSION] + [
-        (str(p.relative_to(folder)), p.stat().st_size, int(p.stat().st_mtime)) for p in files
-    ]
-    return hashlib.sha256(json.dumps(description).encode()).hexdigest()[:12]
+    if not folder.is_dir():
+        return hashlib.sha256(location.encode()).hexdigest()[:12]
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix != ".md"):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        with path.open("rb") as file:
+            digest.update(hashlib.file_digest(file, "sha256").digest())
+    return digest.hexdigest()[:12]
 
 
 def export_onnx(
@@ -103,49 +110,96 @@ def export_onnx(
     Export takes seconds (MiniLM: ~5 s, int8 quantisation ~3 s). Files are written under a
     temporary name and renamed, so a process killed mid-export leaves nothing half-written.
     """
-    folder = cache_dir / f"{Path(location).name}-{model_fingerprint(location)}"
+    folder = (
+        cache_dir / f"{Path(location).name}-{model_fingerprint(location)}-v{ONNX_EXPORT_VERSION}"
+    )
     fp32 = folder / "model.onnx"
     target = fp32 if backend is EmbedBackend.ONNX else folder / "model-int8.onnx"
     if target.is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)
-    input_names = list(model.tokenizer.model_input_names)
     if not fp32.is_file():
-        sample = model.tokenizer(
-            ["a short text", "a slightly longer text"], padding=True, return_tensors="pt"
-        )
+        traced = folder / f"traced.onnx.{os.getpid()}.tmp"
         partial = folder / f"model.onnx.{os.getpid()}.tmp"
-        # The tracer warns about shape checks it freezes; they hold for any padded batch.
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _SentenceEmbeddingGraph(model.eval(), input_names),
-                tuple(sample[name] for name in input_names),
-                str(partial),
-                input_names=input_names,
-                output_names=["sentence_embedding"],
-                dynamic_axes={
-                    **{name: {0: "batch", 1: "sequence"} for name in input_names},
-                    "sentence_embedding": {0: "batch"},
-                },
-                opset_version=_ONNX_OPSET,
-                dynamo=False,
-            )
+        _fuse_transformer_ops(traced, partial, _trace_onnx(model, location, traced))
         partial.replace(fp32)
     if target is not fp32:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         partial = folder / f"model-int8.onnx.{os.getpid()}.tmp"
-        # Per-channel int8 weights: cosine to the fp32 vectors ~0.993 on ObliQA passages, where
-        # per-tensor weights gave ~0.958.
+        # Per-channel int8 weights: cosine to the fp32 vectors ~0.99 on ObliQA passages, where
+        # per-tensor weights gave ~0.958. The fused ops carry no type information for the
+        # quantiser's shape inference, hence the default tensor type (float).
         root = logging.getLogger()  # the quantiser logs a pre-processing tip there, at WARNING
         was_disabled, root.disabled = root.disabled, True
         try:
-            quantize_dynamic(fp32, partial, weight_type=QuantType.QInt8, per_channel=True)
+            quantize_dynamic(
+                fp32,
+                partial,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
         finally:
             root.disabled = was_disabled
         partial.replace(target)
     return target
+
+
+def _trace_onnx(model: SentenceTransformer, location: str, out: Path) -> PretrainedConfig:
+    """Traces the whole sentence-transformers stack into `out`; returns the encoder's config.
+
+    The model is reloaded with eager attention for the trace: its MatMul/Softmax graph is what ONNX
+    Runtime's transformer optimizer recognises and fuses, which SDPA's trace is not.
+    """
+    eager = SentenceTransformer(
+        location,
+        device="cpu",
+        model_kwargs={"dtype": torch.float32, "attn_implementation": "eager"},
+    )
+    input_names = list(model.tokenizer.model_input_names)
+    sample = model.tokenizer(
+        ["a short text", "a slightly longer text"], padding=True, return_tensors="pt"
+    )
+    # The tracer warns about shape checks it freezes; they hold for any padded batch.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _SentenceEmbeddingGraph(eager.eval(), input_names),
+            tuple(sample[name] for name in input_names),
+            str(out),
+            input_names=input_names,
+            output_names=["sentence_embedding"],
+            dynamic_axes={
+                **{name: {0: "batch", 1: "sequence"} for name in input_names},
+                "sentence_embedding": {0: "batch"},
+            },
+            opset_version=_ONNX_OPSET,
+            dynamo=False,
+        )
+    config = eager[0].auto_model.config  # type: ignore[union-attr]
+    assert isinstance(config, PretrainedConfig)
+    return config
+
+
+def _fuse_transformer_ops(traced: Path, out: Path, config: PretrainedConfig) -> None:
+    """Fuses attention, embedding and layer-norm subgraphs into ONNX Runtime's single kernels for
+    BERT-family encoders (MiniLM: 1.7x faster at identical vectors; 2.6x with int8); other models
+    are written as traced."""
+    if config.model_type not in _FUSABLE_MODEL_TYPES:
+        traced.replace(out)
+        return
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(
+        str(traced),
+        model_type="bert",
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        opt_level=1,
+    )
+    optimized.save_model_to_file(str(out))
+    traced.unlink()
 
 
 class Embedder:

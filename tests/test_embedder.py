@@ -2,16 +2,23 @@
 fine-tuning script's batching and loss."""
 
 import random
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
 from core.models import EmbedBackend
 from ingest.catalog import JobStatus
-from retrieval.embedder import Embedder, EmbedderMismatchError, resolve_model_location
+from retrieval.embedder import (
+    Embedder,
+    EmbedderMismatchError,
+    model_fingerprint,
+    resolve_model_location,
+)
 from retrieval.training.train_embedder import Triple, batches, contrastive_loss
 from retrieval.training.train_reranker import Question
 from tests.conftest import make_settings, services_for
@@ -42,12 +49,20 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @pytest.mark.slow
 class TestOnnxBackends:
     def test_fp32_onnx_gives_the_torch_vectors(self, embedder: Embedder, onnx_cache: Path) -> None:
-        onnx = Embedder(embedder.model_name, backend=EmbedBackend.ONNX, cache_dir=onnx_cache)
-        vectors = onnx.embed(TEXTS)
+        fp32 = Embedder(embedder.model_name, backend=EmbedBackend.ONNX, cache_dir=onnx_cache)
+        vectors = fp32.embed(TEXTS)
         assert vectors.shape == (len(TEXTS), embedder.dimension)
         assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
-        assert cosines(vectors, embedder.embed(TEXTS)).min() > 0.99
-        assert onnx.signature == f"{embedder.model_name} (onnx)"
+        assert cosines(vectors, embedder.embed(TEXTS)).min() > 0.999
+        assert fp32.signature == f"{embedder.model_name} (onnx)"
+
+    def test_the_export_runs_fused_attention_kernels(
+        self, int8_embedder: Embedder, onnx_cache: Path
+    ) -> None:
+        for path in onnx_cache.rglob("*.onnx"):
+            ops = Counter(node.op_type for node in onnx.load(path).graph.node)
+            # MiniLM-L6: one fused attention op per layer (quantised: QAttention).
+            assert ops["Attention"] + ops["QAttention"] == 6, (path.name, ops)
 
     def test_int8_stays_close_to_torch_and_reuses_its_export(
         self, embedder: Embedder, int8_embedder: Embedder, onnx_cache: Path
@@ -64,6 +79,20 @@ class TestOnnxBackends:
     def test_onnx_needs_a_cache_folder(self, embedder: Embedder) -> None:
         with pytest.raises(ValueError, match="cache_dir"):
             Embedder(embedder.model_name, backend=EmbedBackend.ONNX)
+
+
+class TestModelFingerprint:
+    def test_follows_the_weights_not_the_documentation(self, tmp_path: Path) -> None:
+        (tmp_path / "model.safetensors").write_bytes(b"weights")
+        (tmp_path / "MODEL_CARD.md").write_text("figures")
+        before = model_fingerprint(str(tmp_path))
+        (tmp_path / "MODEL_CARD.md").write_text("new figures")
+        assert model_fingerprint(str(tmp_path)) == before
+        (tmp_path / "model.safetensors").write_bytes(b"retrained")
+        assert model_fingerprint(str(tmp_path)) != before
+
+    def test_a_hub_id_is_fingerprinted_by_name(self) -> None:
+        assert model_fingerprint("org/model-a") != model_fingerprint("org/model-b")
 
 
 @pytest.mark.integration
