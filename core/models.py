@@ -22,6 +22,17 @@ class SearchMode(enum.StrEnum):
     HYBRID = "hybrid"
 
 
+class FusionMethod(enum.StrEnum):
+    """How hybrid search merges its dense and sparse candidate lists (Qdrant's two fusions).
+
+    `dbsf` adds scores normalised per list (mean ± 3 standard deviations), so a passage far ahead
+    in one list counts for more than its rank; `rrf` adds reciprocal ranks and ignores margins.
+    """
+
+    DBSF = "dbsf"
+    RRF = "rrf"
+
+
 class ModelChoice(enum.StrEnum):
     """Which model answers: the routing rule's pick, or the one the caller asks for."""
 

@@ -377,6 +377,7 @@ class Services:
             mode=mode or settings.search_mode,
             top_k=settings.top_k,
             candidates=settings.search_candidates,
+            fusion=settings.search_fusion,
             reranker=self.reranker if rerank else None,
             rerank_candidates=settings.rerank_candidates,
             expander=expander,

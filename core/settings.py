@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.injection import InjectionPolicy, QuestionPolicy
-from core.models import EmbedBackend, SearchMode, UnsupportedPolicy
+from core.models import EmbedBackend, FusionMethod, SearchMode, UnsupportedPolicy
 from generation.structured import StructuredOutput
 
 BUILTIN_RERANKER = "builtin"  # also names the shipped support model for REGULUS_VERIFIER
@@ -67,7 +67,13 @@ class Settings(BaseSettings):
     top_k: int = Field(default=5, ge=1, le=50)
     search_mode: SearchMode = SearchMode.HYBRID
     search_candidates: int = Field(
-        default=50, ge=1, le=1000, description="Dense and sparse candidates fused per query."
+        default=100, ge=1, le=1000, description="Dense and sparse candidates fused per query."
+    )
+    search_fusion: FusionMethod = Field(
+        default=FusionMethod.DBSF,
+        description="How hybrid search merges dense and sparse candidates. Measured on the "
+        "training half of ObliQA dev (100 candidates): dbsf R@10 0.817 / MAP 0.687 against "
+        "rrf 0.812 / 0.660 (README, Retrieval).",
     )
     reranker: str | None = Field(
         default=None,

@@ -22,7 +22,7 @@ import numpy as np
 import qdrant_edge as edge
 from qdrant_client import models
 
-from core.models import Chunk, RetrievedChunk
+from core.models import Chunk, FusionMethod, RetrievedChunk
 from retrieval.store import (
     DATE_FIELDS,
     DENSE_VECTOR,
@@ -203,7 +203,8 @@ class EdgeVectorStore:
         sparse: models.SparseVector | None,
         limit: int,
         query_filter: models.Filter,
-        candidates: int = 50,
+        candidates: int = 100,
+        fusion: FusionMethod = FusionMethod.DBSF,
     ) -> list[RetrievedChunk]:
         if self._shard is None:
             return []
@@ -218,12 +219,13 @@ class EdgeVectorStore:
         if not queries:
             raise ValueError("search needs a dense or a sparse query vector")
         if len(queries) == 2:
+            fused = edge.Fusion.Rrf(k=_RRF_K) if fusion is FusionMethod.RRF else edge.Fusion.Dbsf()
             request = edge.QueryRequest(
                 prefetches=[
                     edge.Prefetch(query=q, limit=candidates, filter=selector, params=exact)
                     for q in queries
                 ],
-                query=edge.Fusion.Rrf(k=_RRF_K),  # type: ignore[arg-type]  # stub lags the binary
+                query=fused,  # type: ignore[arg-type]  # the stub lags the binary
                 # Fused scores tie often and the engine orders ties arbitrarily: fetch past the
                 # cut, then break ties by id, so that the same question gets the same passages.
                 limit=limit + _TIE_MARGIN,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from qdrant_client import models
 
-from core.models import RetrievedChunk, SearchMode
+from core.models import FusionMethod, RetrievedChunk, SearchMode
 from retrieval.embedder import Embedder
 from retrieval.expansion import ReferenceExpander
 from retrieval.filters import Principal, SearchFilters, build_filter
@@ -27,7 +27,8 @@ class Retriever:
         sparse_encoder: BM25Encoder,
         mode: SearchMode = SearchMode.HYBRID,
         top_k: int = 5,
-        candidates: int = 50,
+        candidates: int = 100,
+        fusion: FusionMethod = FusionMethod.DBSF,
         reranker: CrossEncoderReranker | None = None,
         rerank_candidates: int = 30,
         expander: ReferenceExpander | None = None,
@@ -43,6 +44,7 @@ class Retriever:
         self.mode = SearchMode(mode)
         self.top_k = top_k
         self.candidates = candidates
+        self.fusion = FusionMethod(fusion)
 
     def run(
         self,
@@ -75,6 +77,7 @@ class Retriever:
             limit=pool,
             query_filter=query_filter,
             candidates=max(self.candidates, pool),
+            fusion=self.fusion,
         )
         return Candidates(hits, dense, sparse, query_filter)
 

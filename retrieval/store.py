@@ -9,7 +9,7 @@ from typing import Protocol
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from core.models import Chunk, RetrievedChunk
+from core.models import Chunk, FusionMethod, RetrievedChunk
 from core.settings import Settings
 from retrieval.references import reference_payload
 
@@ -71,7 +71,8 @@ class VectorStore(Protocol):
         sparse: models.SparseVector | None,
         limit: int,
         query_filter: models.Filter,
-        candidates: int = 50,
+        candidates: int = 100,
+        fusion: FusionMethod = FusionMethod.DBSF,
     ) -> list[RetrievedChunk]: ...
     def optimize(self) -> None: ...
     def close(self) -> None: ...
@@ -205,9 +206,10 @@ class QdrantServerStore:
         sparse: models.SparseVector | None,
         limit: int,
         query_filter: models.Filter,
-        candidates: int = 50,
+        candidates: int = 100,
+        fusion: FusionMethod = FusionMethod.DBSF,
     ) -> list[RetrievedChunk]:
-        """Dense, sparse, or both fused by reciprocal rank when both are given."""
+        """Dense, sparse, or both fused by `fusion` when both are given."""
         if not self._client.collection_exists(self.collection):
             return []
         if dense is not None and sparse is not None:
@@ -224,7 +226,7 @@ class QdrantServerStore:
                         query=sparse, using=SPARSE_VECTOR, limit=candidates, filter=query_filter
                     ),
                 ],
-                query=models.FusionQuery(fusion=models.Fusion.RRF),
+                query=models.FusionQuery(fusion=models.Fusion(fusion.value)),
                 limit=limit,
                 with_payload=True,
             )

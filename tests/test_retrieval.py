@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from core.models import SearchMode
+from core.models import FusionMethod, SearchMode
 from retrieval.embedder import Embedder
 from retrieval.filters import Principal, SearchFilters
 from retrieval.retriever import Retriever
@@ -71,8 +71,9 @@ def search(store_dir: Path, embedder: Embedder):  # type: ignore[no-untyped-def]
         principal: Principal = PUBLIC,
         mode: SearchMode = SearchMode.HYBRID,
         filters: SearchFilters | None = None,
+        fusion: FusionMethod = FusionMethod.DBSF,
     ) -> list[str]:
-        retriever = Retriever(store, embedder, BM25Encoder(), mode=mode, top_k=5)
+        retriever = Retriever(store, embedder, BM25Encoder(), mode=mode, top_k=5, fusion=fusion)
         return [hit.chunk.document_id for hit in retriever.run(query, principal, filters)]
 
     yield run
@@ -84,6 +85,14 @@ class TestRetriever:
     @pytest.mark.parametrize("mode", list(SearchMode))
     def test_every_mode_finds_the_answering_rule(self, search, mode: SearchMode) -> None:  # type: ignore[no-untyped-def]
         assert search("How much capital must a firm hold?", mode=mode)[0] == "open"
+
+    @pytest.mark.parametrize("fusion", list(FusionMethod))
+    def test_both_fusions_rank_the_answering_rule_first_and_respect_access(
+        self, search, fusion: FusionMethod
+    ) -> None:  # type: ignore[no-untyped-def]
+        assert search("How much capital must a firm hold?", fusion=fusion)[0] == "open"
+        assert search("Rule 9.3", fusion=fusion)[0] == "open2"
+        assert "secret" not in search("What did the board approve?", fusion=fusion)
 
     def test_sparse_matches_rule_numbers_exactly(self, search) -> None:  # type: ignore[no-untyped-def]
         assert search("Rule 9.3", mode=SearchMode.SPARSE)[0] == "open2"
