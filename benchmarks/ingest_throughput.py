@@ -22,6 +22,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
 
+import torch
+
 from core.models import EmbedBackend
 from core.pipeline import Services
 from core.settings import Settings
@@ -67,7 +69,10 @@ def llama_index_run(
     pipeline = IngestionPipeline(
         transformations=[
             SentenceSplitter(chunk_size=chunk_tokens, chunk_overlap=40),
-            HuggingFaceEmbedding(model_name=resolve_model_location(model)),
+            # fp32 like Regulus on a CPU: the shipped weights are fp16, slow on CPUs.
+            HuggingFaceEmbedding(
+                model_name=resolve_model_location(model), model_kwargs={"dtype": torch.float32}
+            ),
         ],
         vector_store=QdrantVectorStore(client=client, collection_name="baseline"),
     )
