@@ -37,13 +37,15 @@ class ExtractiveGenerator:
         return EXTRACTIVE_MODEL
 
     def generate(self, question: str, passages: list[RetrievedChunk]) -> Answer:
-        candidates = [
-            (number, sentence)
-            for number, passage in enumerate(passages[: self.passages_considered], start=1)
-            for line in passage.chunk.text.splitlines()
-            for sentence in split_sentences(line)
-            if len(sentence.split()) >= self.min_words
-        ]
+        # A sentence that several passages share (a rule repeated in two articles) is quoted once,
+        # from the best-ranked of them.
+        first_source: dict[str, int] = {}
+        for number, passage in enumerate(passages[: self.passages_considered], start=1):
+            for line in passage.chunk.text.splitlines():
+                for sentence in split_sentences(line):
+                    if len(sentence.split()) >= self.min_words:
+                        first_source.setdefault(sentence, number)
+        candidates = [(number, sentence) for sentence, number in first_source.items()]
         if not candidates:
             return Answer(text="", citations=[], model=EXTRACTIVE_MODEL)
         vectors = self._embedder.embed([sentence for _, sentence in candidates])

@@ -66,6 +66,17 @@ class TestExtractiveGenerator:
         for citation in answer.citations:
             assert citation.quote in PASSAGES[citation.n - 1].chunk.text
 
+    def test_a_sentence_two_passages_share_is_quoted_once_from_the_better_ranked(
+        self, embedder: Embedder
+    ) -> None:
+        repeated = passage("art-28", "Article 28 — Processor", PASSAGES[0].chunk.text)
+        answer = ExtractiveGenerator(embedder, max_sentences=3).generate(
+            QUESTION, [PASSAGES[0], repeated]
+        )
+        quotes = [part.split("”")[0] for part in answer.text.split("“")[1:]]
+        assert len(quotes) == len(set(quotes)) == 2
+        assert [c.chunk_id for c in answer.citations] == ["art-33"]
+
     def test_rejects_invalid_configuration(self, embedder: Embedder) -> None:
         with pytest.raises(ValueError):
             ExtractiveGenerator(embedder, max_sentences=0)
