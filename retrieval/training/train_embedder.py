@@ -30,9 +30,7 @@ import json
 import math
 import os
 import random
-import statistics
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +52,7 @@ from retrieval.training.train_reranker import (
     log,
     obliqa_questions,
     seed_everything,
+    train_steps,
     warmup_then_linear_decay,
     xrefrag_questions,
 )
@@ -162,33 +161,19 @@ def train(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = warmup_then_linear_decay(trainable, learning_rate, total, warmup_steps)
     model.train()
-    started, step, losses = time.monotonic(), 0, []
     log(f"training: {len(triples)} pairs, {total} steps of {batch_size}")
-    while step < total:
-        for batch in batches(triples, batch_size, rng):
-            if step >= total:
-                break
-            loss = contrastive_loss(model, batch, scale)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            step += 1
-            elapsed = time.monotonic() - started
-            if step % 10 == 0 or step == total:
-                log(
-                    f"step {step}/{total} loss {statistics.fmean(losses[-10:]):.4f} "
-                    f"{elapsed / step:.2f} s/step "
-                    f"eta {(total - step) * elapsed / step / 60:.1f} min"
-                )
-            if elapsed > max_minutes * 60:
-                log(f"stopping at step {step}: the {max_minutes} min time limit is reached")
-                total = step
-                break
+    figures = train_steps(
+        lambda: batches(triples, batch_size, rng),
+        lambda batch: contrastive_loss(model, batch, scale),
+        trainable,
+        optimizer,
+        scheduler,
+        total,
+        max_minutes,
+        log_every=10,
+    )
     model.eval()
-    return {"steps": step, "seconds": round(time.monotonic() - started), "final_loss": losses[-1]}
+    return figures | {"seconds": round(figures["seconds"])}
 
 
 def save_fp16(model: SentenceTransformer, out: Path) -> None:

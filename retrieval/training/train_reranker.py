@@ -38,9 +38,10 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -305,6 +306,48 @@ def warmup_then_linear_decay(
     return optimizer, scheduler
 
 
+T = TypeVar("T")
+
+
+def train_steps(
+    epoch: Callable[[], Iterable[T]],
+    loss_of: Callable[[T], torch.Tensor],
+    trainable: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    total: int,
+    max_minutes: float | None,
+    log_every: int,
+) -> dict[str, float]:
+    """`total` optimiser steps over batches from repeated `epoch()` passes, with gradient
+    clipping, progress lines and a time limit that ends training early (a safety stop)."""
+    started, step, losses = time.monotonic(), 0, []
+    while step < total:
+        for batch in epoch():
+            if step >= total:
+                break
+            loss = loss_of(batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            step += 1
+            elapsed = time.monotonic() - started
+            if step % log_every == 0 or step == total:
+                log(
+                    f"step {step}/{total} loss {statistics.fmean(losses[-log_every:]):.4f} "
+                    f"lr {scheduler.get_last_lr()[0]:.2e} {elapsed / step:.2f} s/step "
+                    f"eta {(total - step) * elapsed / step / 60:.1f} min"
+                )
+            if max_minutes is not None and elapsed > max_minutes * 60:
+                log(f"stopping at step {step}: the {max_minutes} min time limit is reached")
+                total = step
+                break
+    return {"steps": step, "seconds": time.monotonic() - started, "final_loss": losses[-1]}
+
+
 def listwise_loss(
     model: CrossEncoder, batch: Sequence[Group], micro_batch: int, bf16: bool
 ) -> torch.Tensor:
@@ -352,36 +395,26 @@ def train(
     optimizer, scheduler = warmup_then_linear_decay(trainable, learning_rate, total, warmup_steps)
     rng = random.Random(seed)
     model.train()
-    started, step, losses = time.monotonic(), 0, []
     log(f"training: {len(groups)} groups, {total} steps of {groups_per_batch} groups")
-    while step < total:
+
+    def epoch() -> Iterator[list[Group]]:
         order = list(range(len(groups)))
         rng.shuffle(order)
         for start in range(0, len(order), groups_per_batch):
-            if step >= total:
-                break
-            batch = [groups[i] for i in order[start : start + groups_per_batch]]
-            loss = listwise_loss(model, batch, micro_batch, bf16)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            step += 1
-            elapsed = time.monotonic() - started
-            if step % 25 == 0 or step == total:
-                log(
-                    f"step {step}/{total} loss {statistics.fmean(losses[-25:]):.4f} "
-                    f"lr {scheduler.get_last_lr()[0]:.2e} {elapsed / step:.2f} s/step "
-                    f"eta {(total - step) * elapsed / step / 60:.1f} min"
-                )
-            if max_minutes is not None and elapsed > max_minutes * 60:
-                log(f"stopping at step {step}: the {max_minutes} min time limit is reached")
-                total = step
-                break
+            yield [groups[i] for i in order[start : start + groups_per_batch]]
+
+    figures = train_steps(
+        epoch,
+        lambda batch: listwise_loss(model, batch, micro_batch, bf16),
+        trainable,
+        optimizer,
+        scheduler,
+        total,
+        max_minutes,
+        log_every=25,
+    )
     model.eval()
-    return {"steps": step, "seconds": time.monotonic() - started, "final_loss": losses[-1]}
+    return figures
 
 
 # --- evaluation ------------------------------------------------------------------------------
