@@ -58,6 +58,7 @@ from retrieval.training.train_reranker import (
     log,
     save_fp16,
     seed_everything,
+    train_steps,
     warmup_then_linear_decay,
 )
 
@@ -285,32 +286,34 @@ def train(
     optimizer, scheduler = warmup_then_linear_decay(trainable, learning_rate, total, warmup_steps)
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
-    model.train()
-    started, losses = time.monotonic(), []
-    step = 0
-    for step in range(1, total + 1):
-        batch = [pairs[i] for i in order[(step - 1) * batch_size : step * batch_size]]
+
+    def loss_of(batch: list[Pair]) -> torch.Tensor:
         features = model.preprocess([(p.sentence, p.passage) for p in batch])
         logits = model(features)["scores"].view(-1).float()
         labels = torch.tensor([float(p.label) for p in batch])
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        elapsed = time.monotonic() - started
-        if step % 10 == 0 or step == total:
-            log(
-                f"step {step}/{total} loss {statistics.fmean(losses[-10:]):.4f} "
-                f"{elapsed / step:.2f} s/step eta {(total - step) * elapsed / step / 60:.1f} min"
-            )
-        if elapsed > max_minutes * 60:
-            log(f"stopping at step {step}: the {max_minutes} min limit is reached")
-            break
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+
+    model.train()
+    batches = [
+        [pairs[i] for i in order[start : start + batch_size]]
+        for start in range(0, total * batch_size, batch_size)
+    ]
+    figures = train_steps(
+        lambda: batches,
+        loss_of,
+        trainable,
+        optimizer,
+        scheduler,
+        total,
+        max_minutes,
+        log_every=10,
+    )
     model.eval()
-    return {"steps": step, "seconds": round(time.monotonic() - started, 1), "loss": losses[-1]}
+    return {
+        "steps": figures["steps"],
+        "seconds": round(figures["seconds"], 1),
+        "loss": figures["final_loss"],
+    }
 
 
 # --- measurement ---------------------------------------------------------------------------------
