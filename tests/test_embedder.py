@@ -46,6 +46,22 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray((a * b).sum(axis=1))
 
 
+class TestLengthBatching:
+    def test_vectors_come_back_in_input_order_whatever_the_batches(
+        self, embedder: Embedder
+    ) -> None:
+        """Texts are batched by word-piece count, not in input order; each vector must still be
+        the one of its own text, as if embedded alone."""
+        small_batches = Embedder(embedder.model_name, batch_size=2)
+        together = small_batches.embed(TEXTS)
+        alone = np.stack([embedder.embed_one(text) for text in TEXTS])
+        assert together.shape == (len(TEXTS), embedder.dimension)
+        assert cosines(together, alone).min() > 0.9999
+
+    def test_nothing_to_embed_gives_no_vectors(self, embedder: Embedder) -> None:
+        assert embedder.embed([]).shape == (0, embedder.dimension)
+
+
 @pytest.mark.slow
 class TestOnnxBackends:
     def test_fp32_onnx_gives_the_torch_vectors(self, embedder: Embedder, onnx_cache: Path) -> None:
