@@ -37,6 +37,9 @@ _ONNX_OPSET = 17
 # Encoders whose attention ONNX Runtime's transformer optimizer fuses (its "bert" graph patterns).
 _FUSABLE_MODEL_TYPES = frozenset({"bert"})
 
+# Texts tokenized at once to count their word pieces (bounds memory on huge documents).
+_COUNT_SLICE = 1024
+
 # Models the project trains itself and ships in the repository, named by their folder.
 SHIPPED_MODELS = Path(__file__).resolve().parent / "models"
 
@@ -278,12 +281,12 @@ class Embedder:
         """
         if len(texts) <= self.batch_size:  # one batch (a query): nothing to sort
             return [list(range(len(texts)))]
-        counts = [
-            len(ids)
-            for ids in self._model.tokenizer(texts, truncation=True, max_length=self.max_tokens)[
-                "input_ids"
-            ]
-        ]
+        counts: list[int] = []
+        for start in range(0, len(texts), _COUNT_SLICE):
+            encoded = self._model.tokenizer(
+                texts[start : start + _COUNT_SLICE], truncation=True, max_length=self.max_tokens
+            )
+            counts.extend(len(ids) for ids in encoded["input_ids"])
         order = sorted(range(len(texts)), key=lambda i: -counts[i])
         return [
             order[start : start + self.batch_size]
