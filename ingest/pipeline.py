@@ -5,11 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+from qdrant_client import models
 
 from core.audit import AuditEvent, AuditLog
 from core.injection import QUARANTINE_REASON, InjectionPolicy, InjectionScreen
-from core.models import Chunk
+from core.models import Chunk, Document
 from core.settings import Settings
 from ingest.catalog import (
     Catalog,
@@ -23,6 +27,7 @@ from ingest.chunking import Chunker
 from ingest.errors import IngestError
 from ingest.manifest import MANIFEST_NAMES, Manifest, ManifestEntry
 from ingest.parsers import SUPPORTED_SUFFIXES, content_hash, document_id_for, parse_document
+from ingest.read_ahead import ReadAhead
 from retrieval.embedder import Embedder, check_same_embedder
 from retrieval.sparse import BM25Encoder
 from retrieval.store import VectorStore
@@ -46,12 +51,45 @@ def discover_files(paths: Iterable[Path]) -> Iterator[Path]:
             yield path
 
 
+@dataclass
+class _Decided:
+    """A file settled without embedding: unchanged, or failed before its chunks were ready."""
+
+    position: int
+    path: Path
+    started: float
+    outcome: JobDocument
+
+
+@dataclass
+class _Parsed:
+    """A file parsed, chunked and sparse-encoded, waiting for its dense vectors."""
+
+    position: int
+    path: Path
+    started: float
+    known: DocumentRecord | None
+    document: Document
+    chunks: list[Chunk]
+    texts: list[str]
+    sparse: list[models.SparseVector]
+    suspects: list[SuspectChunk]
+
+
+def _chunk_count(item: _Decided | _Parsed) -> int:
+    return len(item.texts) if isinstance(item, _Parsed) else 0
+
+
 class Ingestor:
     """Parses, chunks, embeds and stores documents, one job at a time.
 
     Unchanged documents (same content hash) are skipped. A changed document's new chunks are
     written before its old version's chunks are removed: readers see the old version, then both
     for the moment between the two writes, then the new one; never neither.
+
+    A worker thread reads, parses and chunks the next documents (up to `embed_group_chunks`
+    chunks ahead) while this thread embeds everything it has ready in one call, then writes
+    the documents to the store and the catalog one by one, in order.
     """
 
     def __init__(
@@ -66,9 +104,13 @@ class Ingestor:
         audit: AuditLog,
         injection_screen: InjectionScreen | None = None,
         injection_policy: InjectionPolicy = InjectionPolicy.QUARANTINE,
+        embed_group_chunks: int = 2048,
     ) -> None:
         if max_file_bytes < 1:
             raise ValueError("max_file_bytes must be positive")
+        if embed_group_chunks < 1:
+            raise ValueError("embed_group_chunks must be at least 1")
+        self._embed_group_chunks = embed_group_chunks
         self._screen = injection_screen
         self._injection_policy = InjectionPolicy(injection_policy)
         self._store = store
@@ -106,6 +148,7 @@ class Ingestor:
             audit,
             InjectionScreen(settings.injection_threshold),
             settings.injection_policy,
+            settings.embed_group_chunks,
         )
 
     def create_job(self, sources: list[str], requested_by: str) -> str:
@@ -136,36 +179,70 @@ class Ingestor:
         job_id = job_id or self.create_job([str(f) for f in files], requested_by)
         self._store.ensure_collection(self._embedder.dimension)
         self._catalog.start_job(job_id)
-        manifests: dict[Path, Manifest] = {}
         try:
             self._claim_index(rebuild)
-            for position, path in enumerate(files):
-                started = time.perf_counter()
-                try:
-                    entry = (metadata or {}).get(path)
-                    if entry is None:
-                        if path.parent not in manifests:
-                            manifests[path.parent] = Manifest.for_folder(path.parent)
-                        entry = manifests[path.parent].for_file(path.name)
-                    outcome = self._ingest_one(path, entry, force, requested_by, job_id)
-                except (IngestError, OSError) as error:
-                    outcome = JobDocument(
-                        source=str(path),
-                        document_id=document_id_for(path),
-                        status=DocumentStatus.FAILED,
-                        chunks=0,
-                        error=_describe(path, error),
-                        duration_ms=None,
-                    )
-                outcome.duration_ms = (time.perf_counter() - started) * 1000
-                self._catalog.record_document(job_id, position, outcome)
-                if on_document:
-                    on_document(outcome)
+            parsed = ReadAhead(
+                self._prepare(files, metadata or {}, force),
+                size=_chunk_count,
+                budget=self._embed_group_chunks,
+                name="regulus-ingest-parse",
+            )
+            with parsed:
+                for group in parsed.groups():
+                    self._store_group(group, requested_by, job_id, on_document)
         except Exception as error:
             self._finish(job_id, requested_by, error=f"{type(error).__name__}: {error}")
             raise
         self._store.optimize()
         return self._finish(job_id, requested_by)
+
+    def _prepare(
+        self, files: list[Path], metadata: dict[Path, ManifestEntry], force: bool
+    ) -> Iterator[_Decided | _Parsed]:
+        """Each file checked, parsed and chunked; runs in the read-ahead thread, writes nothing."""
+        manifests: dict[Path, Manifest] = {}
+        for position, path in enumerate(files):
+            started = time.perf_counter()
+            item: _Decided | _Parsed
+            try:
+                entry = metadata.get(path)
+                if entry is None:
+                    if path.parent not in manifests:
+                        manifests[path.parent] = Manifest.for_folder(path.parent)
+                    entry = manifests[path.parent].for_file(path.name)
+                item = self._parse_one(position, path, entry, force, started)
+            except (IngestError, OSError) as error:
+                item = _Decided(position, path, started, _failure(path, error))
+            yield item
+
+    def _store_group(
+        self,
+        group: list[_Decided | _Parsed],
+        requested_by: str,
+        job_id: str,
+        on_document: ProgressCallback | None,
+    ) -> None:
+        """Embed the group's chunks in one call, then write and record its documents in order."""
+        # The embedder batches texts of equal length together: the wider its choice, the less
+        # padding (the vectors take 1.5 KB a chunk).
+        vectors = self._embedder.embed(
+            [text for item in group if isinstance(item, _Parsed) for text in item.texts]
+        )
+        offset = 0
+        for item in group:
+            if isinstance(item, _Parsed):
+                own = vectors[offset : offset + len(item.texts)]
+                offset += len(item.texts)
+                try:
+                    outcome = self._store_one(item, own, requested_by, job_id)
+                except (IngestError, OSError) as error:
+                    outcome = _failure(item.path, error)
+            else:
+                outcome = item.outcome
+            outcome.duration_ms = (time.perf_counter() - item.started) * 1000
+            self._catalog.record_document(job_id, item.position, outcome)
+            if on_document:
+                on_document(outcome)
 
     def _finish(self, job_id: str, requested_by: str, error: str | None = None) -> Job:
         job = self._catalog.finish_job(job_id, error=error)
@@ -191,9 +268,9 @@ class Ingestor:
             check_same_embedder(recorded, current)
         self._catalog.set_index_embedder(current)
 
-    def _ingest_one(
-        self, path: Path, entry: ManifestEntry, force: bool, requested_by: str, job_id: str
-    ) -> JobDocument:
+    def _parse_one(
+        self, position: int, path: Path, entry: ManifestEntry, force: bool, started: float
+    ) -> _Decided | _Parsed:
         size = path.stat().st_size
         if size > self._max_file_bytes:
             raise IngestError(
@@ -209,7 +286,7 @@ class Ingestor:
             and known.content_hash == digest
             and self._store.has_document(document_id, digest)
         ):
-            return JobDocument(
+            unchanged = JobDocument(
                 source=str(path),
                 document_id=document_id,
                 status=DocumentStatus.UNCHANGED,
@@ -217,25 +294,29 @@ class Ingestor:
                 error=None,
                 duration_ms=None,
             )
+            return _Decided(position, path, started, unchanged)
         document = parse_document(path, entry.model_copy(update={"document_id": document_id}))
         if not document.access_groups:
             document.access_groups = list(self._default_access_groups)
         chunks = self._chunker.run(document)
         suspects = self._screen_chunks(chunks)
         texts = [chunk.embedding_text() for chunk in chunks]
-        # The whole document in one call: the embedder batches texts of equal length together, and
-        # the wider its choice the less padding (the vectors take 1.5 KB a chunk).
-        vectors = self._embedder.embed(texts)
+        sparse = [self._sparse_encoder.encode_document(text) for text in texts]
+        return _Parsed(position, path, started, known, document, chunks, texts, sparse, suspects)
+
+    def _store_one(
+        self, item: _Parsed, vectors: np.ndarray, requested_by: str, job_id: str
+    ) -> JobDocument:
+        document, chunks, known = item.document, item.chunks, item.known
         for start in range(0, len(chunks), UPSERT_BATCH):
             end = start + UPSERT_BATCH
-            sparse = [self._sparse_encoder.encode_document(text) for text in texts[start:end]]
-            self._store.upsert(chunks[start:end], vectors[start:end], sparse)
+            self._store.upsert(chunks[start:end], vectors[start:end], item.sparse[start:end])
         self._store.delete_other_versions(document.document_id, document.content_hash)
         self._catalog.save_document(
             DocumentRecord(
                 document_id=document.document_id,
                 title=document.document_title,
-                source=str(path),
+                source=str(item.path),
                 content_hash=document.content_hash,
                 chunks=len(chunks),
                 access_groups=document.access_groups,
@@ -258,7 +339,7 @@ class Ingestor:
             target=document.document_id,
             detail={
                 "job_id": job_id,
-                "source": str(path),
+                "source": str(item.path),
                 "content_hash": document.content_hash,
                 "previous_hash": known.content_hash if known else None,
                 "chunks": len(chunks),
@@ -266,13 +347,13 @@ class Ingestor:
             },
         )
         return JobDocument(
-            source=str(path),
+            source=str(item.path),
             document_id=document.document_id,
             status=DocumentStatus.INGESTED,
             chunks=len(chunks),
             error=None,
             duration_ms=None,
-            suspect_chunks=suspects,
+            suspect_chunks=item.suspects,
         )
 
     def _screen_chunks(self, chunks: list[Chunk]) -> list[SuspectChunk]:
@@ -349,6 +430,17 @@ class Ingestor:
             force=True,
             rebuild=len(records) == len(self._catalog.documents()),
         )
+
+
+def _failure(path: Path, error: Exception) -> JobDocument:
+    return JobDocument(
+        source=str(path),
+        document_id=document_id_for(path),
+        status=DocumentStatus.FAILED,
+        chunks=0,
+        error=_describe(path, error),
+        duration_ms=None,
+    )
 
 
 def _describe(path: Path, error: Exception) -> str:

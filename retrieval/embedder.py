@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import torch
 from sentence_transformers import SentenceTransformer
+from tokenizers import Tokenizer
 from transformers import PretrainedConfig
 from transformers.utils import logging as transformers_logging
 
@@ -235,6 +236,14 @@ class Embedder:
             else None
         )
         self._session: onnxruntime.InferenceSession | None = None
+        # Chunking counts tokens with a tokenizer of its own: it runs in a thread beside the
+        # embedding, and a fast tokenizer's truncation setting is state one thread would change
+        # under the other (and "Already borrowed" errors).
+        self._counting_tokenizer = Tokenizer.from_str(
+            self._model.tokenizer.backend_tokenizer.to_str()
+        )
+        self._counting_tokenizer.no_truncation()
+        self._counting_tokenizer.no_padding()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
@@ -263,7 +272,8 @@ class Embedder:
         return int(self._model.max_seq_length or self._model.tokenizer.model_max_length)
 
     def tokenize(self, text: str) -> list[int]:
-        return list(self._model.tokenizer.encode(text, add_special_tokens=False))
+        """The text's word pieces, without the model's special tokens; safe beside `embed`."""
+        return list(self._counting_tokenizer.encode(text, add_special_tokens=False).ids)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)

@@ -2,6 +2,8 @@
 fine-tuning script's batching and loss."""
 
 import random
+import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -60,6 +62,40 @@ class TestLengthBatching:
 
     def test_nothing_to_embed_gives_no_vectors(self, embedder: Embedder) -> None:
         assert embedder.embed([]).shape == (0, embedder.dimension)
+
+
+class TestTokenizeBesideEmbed:
+    def test_counting_in_another_thread_leaves_embedding_intact(self, embedder: Embedder) -> None:
+        """Ingestion chunks (counting word pieces) in a thread while it embeds: neither may change
+        the other's tokenizer settings, such as the truncation that keeps texts within the model."""
+        texts = TEXTS * 25
+        small_batches = Embedder(embedder.model_name, batch_size=2)  # many tokenizer calls
+        alone = small_batches.embed(texts)
+        whole_length = len(small_batches.tokenize(TEXTS[3]))
+        counts: list[int] = []
+        errors: list[Exception] = []
+        done = threading.Event()
+
+        def count() -> None:
+            while not done.is_set():
+                try:
+                    counts.append(len(small_batches.tokenize(TEXTS[3])))
+                except Exception as error:  # reported below: a thread's errors are otherwise lost
+                    errors.append(error)
+
+        worker = threading.Thread(target=count)
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-5)  # the threads take turns often, torch between its ops too
+        worker.start()
+        try:
+            beside = small_batches.embed(texts)
+        finally:
+            done.set()
+            worker.join()
+            sys.setswitchinterval(switch_interval)
+        assert errors == []
+        assert counts and set(counts) == {whole_length} and whole_length > embedder.max_tokens
+        assert cosines(beside, alone).min() > 0.9999
 
 
 @pytest.mark.slow

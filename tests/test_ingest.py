@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from qdrant_client import models
 
 from core.settings import Settings
 from ingest.catalog import DocumentStatus, JobStatus
@@ -92,6 +93,37 @@ class TestIngestor:
         )
         assert "scan.xyz: unsupported format .xyz" in (outcomes["scan.xyz"].error or "")
 
+    def test_documents_embedded_together_or_alone_are_stored_alike(
+        self, tmp_path: Path, embedder: Embedder
+    ) -> None:
+        """The group size only changes how texts are batched, never what is stored."""
+        docs = tmp_path / "docs"
+        docs.mkdir()
+        (docs / "notes.md").write_text("# Notes\n\nRecords of processing are kept centrally.\n")
+        files = [EPRIVACY, docs / "notes.md", docs / "missing.md"]
+        question = embedder.embed_one("Who may store cookies on a user's terminal?")
+        stored = []
+        for group in (1, 2048):
+            settings = make_settings(tmp_path / f"group-{group}", embed_group_chunks=group)
+            with services_for(settings, embedder) as services:
+                job = services.ingestor().run(files)
+                hits = services.store.search(
+                    dense=question, sparse=None, limit=10, query_filter=models.Filter()
+                )
+            stored.append(
+                (
+                    [(d.document_id, d.status, d.chunks) for d in job.documents],
+                    [(hit.chunk.chunk_id, round(hit.score, 4)) for hit in hits],
+                )
+            )
+        assert stored[0] == stored[1]
+        assert [status for _, status, _ in stored[0][0]] == [
+            DocumentStatus.INGESTED,
+            DocumentStatus.INGESTED,
+            DocumentStatus.FAILED,
+        ]
+        assert len(stored[0][1]) == 10
+
     def test_manifest_sets_document_id_and_title(self, tmp_path: Path, embedder: Embedder) -> None:
         docs = tmp_path / "docs"
         docs.mkdir()
@@ -176,7 +208,7 @@ class TestCrashRecovery:
         )
         assert worker.stdout is not None
         assert worker.stdout.readline().strip() == b"eprivacy"  # first document committed
-        time.sleep(8)  # well into GDPR: parsed, partly embedded or written
+        time.sleep(4)  # well into GDPR: being parsed, embedded or written
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
 
