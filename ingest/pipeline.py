@@ -104,7 +104,7 @@ class Ingestor:
         audit: AuditLog,
         injection_screen: InjectionScreen | None = None,
         injection_policy: InjectionPolicy = InjectionPolicy.QUARANTINE,
-        embed_group_chunks: int = 2048,
+        embed_group_chunks: int = 4096,
     ) -> None:
         if max_file_bytes < 1:
             raise ValueError("max_file_bytes must be positive")
