@@ -102,9 +102,9 @@ class Ingestor:
         default_access_groups: list[str],
         max_file_bytes: int,
         audit: AuditLog,
+        embed_group_chunks: int,
         injection_screen: InjectionScreen | None = None,
         injection_policy: InjectionPolicy = InjectionPolicy.QUARANTINE,
-        embed_group_chunks: int = 4096,
     ) -> None:
         if max_file_bytes < 1:
             raise ValueError("max_file_bytes must be positive")
@@ -146,9 +146,9 @@ class Ingestor:
             settings.default_access_groups,
             int(settings.max_file_mb * 1024 * 1024),
             audit,
+            settings.embed_group_chunks,
             InjectionScreen(settings.injection_threshold),
             settings.injection_policy,
-            settings.embed_group_chunks,
         )
 
     def create_job(self, sources: list[str], requested_by: str) -> str:
@@ -181,13 +181,12 @@ class Ingestor:
         self._catalog.start_job(job_id)
         try:
             self._claim_index(rebuild)
-            parsed = ReadAhead(
+            with ReadAhead(
                 self._prepare(files, metadata or {}, force),
                 size=_chunk_count,
                 budget=self._embed_group_chunks,
                 name="regulus-ingest-parse",
-            )
-            with parsed:
+            ) as parsed:
                 for group in parsed.groups():
                     self._store_group(group, requested_by, job_id, on_document)
         except Exception as error:
