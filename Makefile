@@ -56,6 +56,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The web page's browser tests drive Debian's Chromium through Playwright (never Playwright's own
 # browser download); they skip without it locally and fail in CI.

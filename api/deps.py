@@ -1,4 +1,5 @@
-"""Dependency aliases for route signatures: services, the pipeline, and who is calling."""
+"""Dependency aliases for route signatures: the narrow component each route needs, and who is
+calling."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError
 from api.schemas import ErrorResponse
-from core.audit import AuditEvent
-from core.auth import AuthError
-from core.models import Role
-from core.pipeline import QueryPipeline, Services
+from api.services import Services
+from core.audit import AuditEvent, AuditLog
+from core.auth import AuthError, KeyStore
+from core.catalog import Catalog
+from core.models import Principal, Role
+from core.settings import Settings
 from eval.jobs import EvalJobs
-from retrieval.filters import Principal
+from generation.pipeline import QueryPipeline
+from ingest.pipeline import Ingestor
 
 _bearer = HTTPBearer(
     auto_error=False, description="An API key (rk_...) or an OIDC access token (JWT)."
@@ -25,6 +29,9 @@ _bearer = HTTPBearer(
 def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def get_eval_jobs(request: Request) -> EvalJobs:
@@ -37,6 +44,35 @@ def get_pipeline(request: Request) -> QueryPipeline:
     return pipeline
 
 
+def get_ingestor(services: ServicesDep) -> Ingestor:
+    return services.ingestor()
+
+
+def get_settings_of(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+def get_audit(services: ServicesDep) -> AuditLog:
+    return services.audit
+
+
+def get_catalog(services: ServicesDep) -> Catalog:
+    return services.catalog
+
+
+def get_keys(services: ServicesDep) -> KeyStore:
+    return services.keys
+
+
+PipelineDep = Annotated[QueryPipeline, Depends(get_pipeline)]
+EvalJobsDep = Annotated[EvalJobs, Depends(get_eval_jobs)]
+IngestorDep = Annotated[Ingestor, Depends(get_ingestor)]
+SettingsDep = Annotated[Settings, Depends(get_settings_of)]
+AuditDep = Annotated[AuditLog, Depends(get_audit)]
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+KeyStoreDep = Annotated[KeyStore, Depends(get_keys)]
+
+
 # Documented on every route behind authentication.
 AUTH_ERRORS: dict[int | str, dict[str, object]] = {
     401: {
@@ -45,10 +81,6 @@ AUTH_ERRORS: dict[int | str, dict[str, object]] = {
     },
     403: {"model": ErrorResponse, "description": "The caller's role may not use this route"},
 }
-
-ServicesDep = Annotated[Services, Depends(get_services)]
-PipelineDep = Annotated[QueryPipeline, Depends(get_pipeline)]
-EvalJobsDep = Annotated[EvalJobs, Depends(get_eval_jobs)]
 
 
 def deny(

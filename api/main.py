@@ -16,9 +16,10 @@ from api.limits import V1_ERROR_RESPONSES, RateLimited, install_limits
 from api.metrics import install_metrics
 from api.routes import audit, documents, eval, health, history, ingest, keys, query, usage, web
 from api.schemas import ErrorDetail, ErrorResponse, ModelUnavailableResponse, PassageOut
-from core.pipeline import AnswerUnavailableError, Services
+from api.services import Services
 from core.settings import Settings, get_settings
 from eval.jobs import EvalJobs, judge_config
+from generation.pipeline import AnswerUnavailableError
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.eval_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval")
         app.state.eval_jobs = EvalJobs(
             settings.data_dir / "eval-runs",
-            app.state.pipeline,
+            services.query_pipeline(audited=False),
             services.store,
             services.embedder,
             app.state.eval_worker,

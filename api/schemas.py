@@ -8,11 +8,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from core.auth import ApiKey
-from core.models import AnswerSentence, ModelChoice, RetrievedChunk, Role, Usage
+from core.catalog import DocumentRecord, DocumentStatus, Job, JobStatus
+from core.models import AnswerSentence, ModelChoice, RetrievedChunk, Role, SearchFilters, Usage
 from core.pii import pii_kinds
-from core.pipeline import QueryResult
 from eval.datasets import DatasetFormat
-from retrieval.filters import SearchFilters
+from generation.pipeline import QueryResult
 
 
 class QueryRequest(BaseModel):
@@ -127,7 +127,7 @@ class QueryResponse(BaseModel):
     )
 
     @classmethod
-    def from_result(cls, result: QueryResult, query_id: int | None = None) -> QueryResponse:
+    def from_result(cls, result: QueryResult) -> QueryResponse:
         answer = result.answer
         return cls(
             answer=answer.text,
@@ -139,7 +139,7 @@ class QueryResponse(BaseModel):
             refused=answer.refused,
             usage=UsageOut.from_usage(answer.usage),
             timings={stage: round(ms, 1) for stage, ms in result.timings.items()},
-            query_id=query_id,
+            query_id=result.query_id,
             pii=pii_kinds(answer.text),
         )
 
@@ -157,6 +157,62 @@ class ModelUnavailableResponse(ErrorResponse):
     passages: list[PassageOut] = Field(
         default_factory=list, description="What retrieval found before the model failed."
     )
+
+
+class DocumentOut(BaseModel):
+    """An indexed document, as a caller who may read it sees it."""
+
+    document_id: str
+    title: str
+    source: str = Field(description="Where it was ingested from.")
+    content_hash: str = Field(description="SHA-256 of the file: the version the chunks hold.")
+    chunks: int
+    access_groups: list[str]
+    metadata: dict[str, Any] = Field(description="Jurisdiction, regulator, type, dates ...")
+    ingested_at: dt.datetime
+
+    @classmethod
+    def from_record(cls, record: DocumentRecord) -> DocumentOut:
+        return cls.model_validate(record.model_dump())
+
+
+class SuspectChunkOut(BaseModel):
+    chunk_id: str
+    section: str
+    reasons: list[str]
+    quarantined: bool = Field(description="Kept out of retrieval (REGULUS_INJECTION_POLICY).")
+
+
+class JobDocumentOut(BaseModel):
+    source: str
+    document_id: str | None
+    status: DocumentStatus
+    chunks: int
+    error: str | None
+    duration_ms: float | None
+    suspect_chunks: list[SuspectChunkOut] = Field(
+        default_factory=list, description="Chunks the prompt-injection screen flagged."
+    )
+
+
+class JobOut(BaseModel):
+    """An ingestion job with per-document progress."""
+
+    job_id: str
+    status: JobStatus
+    requested_by: str
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    error: str | None
+    total: int
+    done: int
+    counts: dict[str, int] = Field(description="Documents by status: ingested, unchanged, failed.")
+    documents: list[JobDocumentOut]
+
+    @classmethod
+    def from_job(cls, job: Job) -> JobOut:
+        return cls.model_validate(job.model_dump())
 
 
 class KeyCreate(BaseModel):

@@ -18,9 +18,17 @@ import sqlalchemy
 
 from core.audit import AuditLog
 from core.db import make_engine, make_session_factory
-from core.models import Answer, Chunk, Citation, RetrievedChunk, Role, Usage
+from core.models import (
+    Answer,
+    Chunk,
+    Citation,
+    Principal,
+    RetrievedChunk,
+    Role,
+    SearchFilters,
+    Usage,
+)
 from core.settings import Settings
-from retrieval.filters import Principal, SearchFilters
 
 PRINCIPAL = Principal(subject="key:bench", groups=["public"], role=Role.ANALYST)
 QUESTION = "Within how many hours must a breach be notified? Reply to jane@example.com"

@@ -21,11 +21,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
+from eval.training.common import DEFAULT_CORPUS_DIR
+from eval.training.train_support import indexed_passages, read_jsonl
 from generation.citations import split_sentences
-from generation.training.train_support import indexed_passages, read_jsonl
 from generation.verification import CrossEncoderSupportJudge
 from retrieval.embedder import Embedder
-from retrieval.training.train_reranker import DEFAULT_CORPUS_DIR
 
 
 def main() -> int:

@@ -23,7 +23,7 @@ os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
 import psutil
 import pypdf
 
-from core.pipeline import Services
+from api.services import Services
 from core.settings import Settings
 from ingest import parsers
 

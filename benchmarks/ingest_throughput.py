@@ -24,8 +24,8 @@ os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
 
 import torch
 
+from api.services import Services
 from core.models import EmbedBackend
-from core.pipeline import Services
 from core.settings import Settings
 from ingest.parsers import parse_document
 from ingest.pipeline import discover_files

@@ -170,7 +170,7 @@ def _wait_for(url: str, processes: list[subprocess.Popen[bytes]]) -> None:
 def spawned(data_dir: Path, with_model: bool) -> Iterator[str]:
     """`regulus serve` on `data_dir` (and `regulus local-llm` behind it) while the test runs."""
     env = {**os.environ, "REGULUS_DATA_DIR": str(data_dir)}
-    regulus = [sys.executable, "-m", "core.cli"]
+    regulus = [sys.executable, "-m", "api.cli.main"]
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(*command: str) -> None:

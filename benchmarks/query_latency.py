@@ -27,9 +27,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import httpx
 
-from core.pipeline import FinalEvent, Services, TokenEvent
+from api.services import Services
 from core.settings import Settings
 from generation.local_server import LOCAL_MODEL_ALIAS, server_command
+from generation.pipeline import FinalEvent, TokenEvent
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = [

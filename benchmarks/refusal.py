@@ -32,17 +32,17 @@ import torch
 from core.models import Chunk, RetrievedChunk
 from core.settings import Settings
 from eval.splits import is_training_question
-from generation.refusal import RelevanceGate, RelevanceSignal
-from generation.training.train_support import auc
-from retrieval.embedder import Embedder, resolve_model_location
-from retrieval.training.train_embedder import TRAINING_IDS_FILE
-from retrieval.training.train_reranker import (
+from eval.training.common import (
     DEFAULT_CORPUS_DIR,
     Passage,
     indexed_corpus,
     obliqa_questions,
     xrefrag_questions,
 )
+from eval.training.train_embedder import TRAINING_IDS_FILE
+from eval.training.train_support import auc
+from generation.refusal import RelevanceGate, RelevanceSignal
+from retrieval.embedder import Embedder, resolve_model_location
 
 ROOT = Path(__file__).resolve().parents[1]
 UNANSWERABLE = ROOT / "eval" / "questions" / "unanswerable.jsonl"

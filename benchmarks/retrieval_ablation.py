@@ -25,8 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
-from core.models import SearchMode
-from core.pipeline import Services
+from api.services import Services
+from core.models import Principal, SearchMode
 from core.settings import Settings
 from eval.datasets import PassageIndex, load_questions
 from eval.retrieval import run_questions, score
@@ -34,7 +34,6 @@ from eval.splits import is_training_question
 from ingest.pipeline import discover_files
 from retrieval.embedder import Embedder
 from retrieval.expansion import ReferenceExpander
-from retrieval.filters import Principal
 from retrieval.reranker import DEFAULT_RERANKER_PATH, CrossEncoderReranker
 from retrieval.retriever import Retriever
 from retrieval.sparse import BM25Encoder

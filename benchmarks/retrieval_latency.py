@@ -27,15 +27,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
-from core.models import Chunk, SearchMode
-from core.pipeline import load_reranker
+from core.models import Chunk, Principal, SearchFilters, SearchMode
 from core.settings import Settings
-from retrieval.edge_store import EdgeVectorStore
 from retrieval.embedder import Embedder
 from retrieval.expansion import ReferenceExpander
-from retrieval.filters import Principal, SearchFilters
+from retrieval.reranker import load_reranker
 from retrieval.retriever import Retriever
 from retrieval.sparse import BM25Encoder
+from retrieval.store.edge import EdgeVectorStore
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared/corpora/obliqa"

@@ -27,16 +27,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from core.models import Answer, Chunk, RetrievedChunk
-from generation.citations import citations_for
-from generation.training.train_support import (
+from eval.training.common import DEFAULT_CORPUS_DIR
+from eval.training.train_support import (
     collect_defined_terms,
     indexed_passages,
     perturb,
     read_jsonl,
     tagged_sentences,
 )
+from generation.citations import citations_for
 from generation.verification import CitationVerifier, CrossEncoderSupportJudge
-from retrieval.training.train_reranker import DEFAULT_CORPUS_DIR
 
 
 def retrieved(chunk_id: str, text: str) -> RetrievedChunk:

@@ -33,9 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from core.db import Base, UTCDateTime
-from core.models import Answer, RetrievedChunk
+from core.models import Answer, Principal, RetrievedChunk, SearchFilters
 from core.pii import pii_kinds, redact
-from retrieval.filters import Principal, SearchFilters
 
 GENESIS = "0" * 64  # the "previous hash" of the first row
 

@@ -19,9 +19,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from core.audit import AuditEvent, AuditLog
 from core.db import Base, UTCDateTime
-from core.models import Role
+from core.models import Principal, Role
 from core.settings import Settings
-from retrieval.filters import Principal
 
 KEY_PREFIX = "rk_"
 _ROLE_RANK = {Role.ANALYST: 0, Role.EVALUATOR: 1, Role.ADMIN: 2}

@@ -70,13 +70,6 @@ BASELINE_REVISION = "0001"
 _MIGRATION_LOCK = 7_301_451  # pg_advisory_xact_lock key: one process migrates at a time
 
 
-def register_tables() -> None:
-    """Import every module that defines tables, so that Base.metadata knows them all."""
-    import core.audit
-    import core.auth  # noqa: F401
-    import ingest.catalog  # noqa: F401
-
-
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic's configuration, built in code: no alembic.ini needed at runtime."""
     config = Config()

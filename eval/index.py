@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-from core.pipeline import Services
+from core.catalog import Job, JobStatus
 from core.settings import Settings
-from ingest.catalog import Job, JobStatus
 from ingest.parsers import content_hash
 from ingest.pipeline import ProgressCallback, discover_files
-from retrieval.embedder import Embedder, model_fingerprint, resolve_model_location
+from retrieval.embedder import model_fingerprint, resolve_model_location
 
 # Settings that change what the index holds; anything else (top_k, LLM...) can vary freely.
 INDEX_SETTINGS = (
@@ -25,6 +25,8 @@ INDEX_SETTINGS = (
     "default_access_groups",
 )
 COMPLETE_MARKER = "index.json"
+# Ingests the files into the index the settings point at; returns the job and the chunks stored.
+IndexBuilder = Callable[[Settings, list[Path], ProgressCallback | None], tuple[Job, int]]
 # Bumped whenever what an index holds or how it is stored changes.
 INDEX_FORMAT = 3
 
@@ -43,7 +45,7 @@ def index_fingerprint(files: list[Path], settings: Settings) -> str:
 def prepare_index(
     corpus: Path,
     settings: Settings,
-    embedder: Embedder,
+    build: IndexBuilder,
     on_document: ProgressCallback | None = None,
 ) -> tuple[Settings, Job | None]:
     """Settings pointing at an index of `corpus`; ingests only when no complete match exists.
@@ -62,12 +64,7 @@ def prepare_index(
     marker = index_dir / COMPLETE_MARKER
     if marker.is_file():
         return index_settings, None
-    services = Services(index_settings, embedder=embedder)
-    try:
-        job = services.ingestor().run(files, requested_by="eval", on_document=on_document)
-        chunks = services.store.count()
-    finally:
-        services.close()
+    job, chunks = build(index_settings, files, on_document)
     if job.status is not JobStatus.SUCCEEDED:
         failed = [d for d in job.documents if d.error]
         raise RuntimeError(f"{len(failed)} corpus documents failed: {failed[0].error}")

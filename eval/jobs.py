@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from core.pipeline import QueryPipeline
+from core.models import Principal
 from core.settings import Settings
 from eval.datasets import DatasetFormat, load_questions
 from eval.ragas_scores import JudgeConfig, RagasScorer
@@ -27,8 +27,8 @@ from eval.run import (
     file_sha256,
     load_eval_questions,
 )
+from generation.pipeline import QueryPipeline
 from retrieval.embedder import Embedder
-from retrieval.filters import Principal
 from retrieval.store import VectorStore
 
 DATASET_FILE = "dataset.jsonl"

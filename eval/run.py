@@ -20,8 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from core.models import Answer, Chunk, Usage
-from core.pipeline import AnswerUnavailableError, QueryPipeline
+from core.models import Answer, Chunk, Principal, Usage
 from eval.answers import (
     citation_pairs,
     citation_recall,
@@ -43,7 +42,7 @@ from eval.datasets import (
 from eval.metrics import average_precision_at_k, ndcg_at_k, recall_at_k, reciprocal_rank
 from eval.ragas_scores import JUDGE_METRICS, NON_LLM_METRICS, RagasScorer
 from generation.citations import strip_markers
-from retrieval.filters import Principal
+from generation.pipeline import AnswerUnavailableError, QueryPipeline
 from retrieval.store import VectorStore
 
 RESULTS_FILE = "results.jsonl"

@@ -10,7 +10,7 @@ import httpx
 import openai
 from openai.types import CompletionUsage
 
-from core.models import Answer, AnswerSentence, RetrievedChunk, Usage
+from core.models import Answer, AnswerSentence, RetrievedChunk, StructuredOutput, Usage
 from generation.base import ModelUnavailableError
 from generation.breaker import CircuitBreaker
 from generation.citations import cite
@@ -19,7 +19,6 @@ from generation.routing import PriceTable
 from generation.structured import (
     FALLBACK_ORDER,
     StreamDecoder,
-    StructuredOutput,
     parse_answer,
     render,
     response_format,

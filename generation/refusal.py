@@ -5,7 +5,7 @@ question and the top passages (as indexed: title, headings, text) with the servi
 refuses when the best cosine similarity is below a threshold (the default in core.settings is
 calibrated on answerable and unanswerable questions by `benchmarks/refusal.py`, where comparing
 whole passages separated the two as well as comparing their sentences, with 5x fewer texts to
-embed; figures in README.md).
+embed; figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -3,31 +3,14 @@ comes back, and an incremental decoder that turns streamed JSON into readable an
 
 from __future__ import annotations
 
-import enum
 import json
 import re
 from typing import Any
 
 import jiter
 
-from core.models import AnswerSentence
+from core.models import AnswerSentence, StructuredOutput
 from generation.citations import cited_numbers, split_sentences, strip_markers
-
-
-class StructuredOutput(enum.StrEnum):
-    """How the model is asked for sentences with their passage numbers.
-
-    `json_schema`: OpenAI `response_format` json_schema (vLLM guided decoding).
-    `json_object`: `{"type": "json_object", "schema": ...}`, llama.cpp-python's spelling.
-    `text`: plain sentences ending in [n] markers.
-    `auto`: json_schema first; when the server rejects it, json_object, then text.
-    """
-
-    AUTO = "auto"
-    JSON_SCHEMA = "json_schema"
-    JSON_OBJECT = "json_object"
-    TEXT = "text"
-
 
 # The order `auto` tries them in.
 FALLBACK_ORDER = (StructuredOutput.JSON_SCHEMA, StructuredOutput.JSON_OBJECT, StructuredOutput.TEXT)

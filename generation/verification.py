@@ -1,8 +1,8 @@
 """Citation verification: is each answer sentence backed by the passage it cites?
 
 A support judge scores (sentence, passage) pairs: by default the project's own support
-cross-encoder (trained by `generation/training/train_support.py` on XRefRAG SCHEMA train and shipped
-in fp16 under `generation/models/`, with its threshold), or any cross-encoder folder / hub id, or an
+cross-encoder (trained by `eval/training/train_support.py` on XRefRAG SCHEMA train and shipped in
+fp16 under `generation/models/`, with its threshold), or any cross-encoder folder / hub id, or an
 LLM judge behind an OpenAI-compatible endpoint. `CitationVerifier` marks each sentence supported or
 not, moves a citation to another retrieved passage that backs the sentence when the cited one does
 not, and flags or drops what no passage backs.
@@ -23,6 +23,7 @@ from sentence_transformers import CrossEncoder
 from transformers.utils import logging as transformers_logging
 
 from core.models import Answer, AnswerSentence, RetrievedChunk, UnsupportedPolicy
+from core.settings import BUILTIN_RERANKER, LLM_JUDGE, Settings
 from generation.citations import citations_for, cited_numbers, split_sentences, strip_markers
 from retrieval.embedder import resolve_model_location
 
@@ -256,3 +257,27 @@ def passage_windows(text: str, window_words: int) -> list[str]:
     if current:
         windows.append(" ".join(current))
     return [re.sub(r"\s+", " ", window) for window in windows]
+
+
+def load_verifier(settings: Settings) -> CitationVerifier | None:
+    """The configured support judge (shipped model, a folder or hub id, an LLM judge) or none."""
+    if settings.verifier is None:
+        return None
+    judge: SupportJudge
+    if settings.verifier == LLM_JUDGE:
+        base_url = settings.verifier_base_url or settings.llm_base_url
+        if not base_url:
+            raise ValueError("REGULUS_VERIFIER=llm needs REGULUS_VERIFIER_BASE_URL or LLM_BASE_URL")
+        judge = LLMJudgeVerifier(
+            base_url=base_url,
+            model=settings.verifier_model or settings.llm_model,
+            api_key=settings.llm_api_key,
+            timeout_s=settings.llm_timeout_s,
+        )
+    else:
+        builtin = settings.verifier == BUILTIN_RERANKER
+        judge = CrossEncoderSupportJudge(
+            DEFAULT_SUPPORT_MODEL if builtin else settings.verifier,
+            threshold=settings.support_threshold,
+        )
+    return CitationVerifier(judge, unsupported=settings.unsupported)

@@ -12,17 +12,10 @@ import numpy as np
 from qdrant_client import models
 
 from core.audit import AuditEvent, AuditLog
+from core.catalog import Catalog, DocumentRecord, DocumentStatus, Job, JobDocument, SuspectChunk
 from core.injection import QUARANTINE_REASON, InjectionPolicy, InjectionScreen
 from core.models import Chunk, Document
 from core.settings import Settings
-from ingest.catalog import (
-    Catalog,
-    DocumentRecord,
-    DocumentStatus,
-    Job,
-    JobDocument,
-    SuspectChunk,
-)
 from ingest.chunking import Chunker
 from ingest.errors import IngestError
 from ingest.manifest import MANIFEST_NAMES, Manifest, ManifestEntry

@@ -189,7 +189,7 @@ def _trace_onnx(model: SentenceTransformer, location: str, out: Path) -> Pretrai
 def _fuse_transformer_ops(traced: Path, out: Path, config: PretrainedConfig) -> None:
     """Fuses attention, embedding and layer-norm subgraphs into ONNX Runtime's single kernels for
     BERT-family encoders (same vectors; int8 then quantises the fused attention as QAttention);
-    other models are written as traced. Figures: README, "Embedding backends"."""
+    other models are written as traced. Figures: docs/benchmarks.md."""
     if config.model_type not in _FUSABLE_MODEL_TYPES:
         traced.replace(out)
         return

@@ -7,30 +7,10 @@ core/injection.py) are excluded the same way, for every caller.
 
 from __future__ import annotations
 
-import datetime as dt
-
-from pydantic import BaseModel, Field
 from qdrant_client import models
 
 from core.injection import QUARANTINE_REASON as QUARANTINE
-from core.models import Role
-
-
-class Principal(BaseModel):
-    """Who is asking: access is granted when a document's groups and the caller's intersect."""
-
-    subject: str
-    groups: list[str] = Field(default_factory=list)
-    role: Role = Role.ANALYST
-
-
-class SearchFilters(BaseModel):
-    document_ids: list[str] | None = None
-    jurisdictions: list[str] | None = None
-    regulators: list[str] | None = None
-    document_types: list[str] | None = None
-    effective_from: dt.date | None = Field(default=None, description="Effective on or after.")
-    effective_to: dt.date | None = Field(default=None, description="Effective on or before.")
+from core.models import Principal, SearchFilters
 
 
 def _any_of(key: str, values: list[str] | None) -> list[models.Condition]:

@@ -14,7 +14,6 @@ paragraphs share one unlabelled numbering (documents cite the same passage by se
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 from pydantic import BaseModel
 
@@ -207,7 +206,3 @@ def extract_references(text: str, section_ref: str | None = None) -> list[Refere
         if known is None or (reference.document_code and not known.document_code):
             unique[tuple(reference.keys)] = reference
     return list(unique.values())
-
-
-def unique_keys(references: Iterable[Reference]) -> list[str]:
-    return list(dict.fromkeys(key for reference in references for key in reference.keys))

@@ -1,6 +1,6 @@
 """Cross-encoder reranking: score (question, passage) pairs jointly and re-sort the candidates.
 
-`retrieval/training/train_reranker.py` trains the project's own from all-MiniLM-L6-v2 on the
+`eval/training/train_reranker.py` trains the project's own from all-MiniLM-L6-v2 on the
 training half of ObliQA dev and XRefRAG SCHEMA train into `retrieval/models/` ('builtin'); none
 ships, since the candidate measured so far did not beat BM25's order on held-out ObliQA (the
 script's notes have the figures).
@@ -15,6 +15,7 @@ from sentence_transformers import CrossEncoder
 from transformers.utils import logging as transformers_logging
 
 from core.models import Chunk, RetrievedChunk, embedding_header
+from core.settings import BUILTIN_RERANKER, Settings
 from retrieval.embedder import resolve_model_location
 
 transformers_logging.set_verbosity_error()
@@ -86,3 +87,17 @@ class CrossEncoderReranker:
         scores = self.score(query, [chunk_passage_text(item.chunk) for item in passages])
         order = sorted(range(len(passages)), key=lambda i: scores[i], reverse=True)
         return [RetrievedChunk(chunk=passages[i].chunk, score=scores[i]) for i in order[:top_k]]
+
+
+def load_reranker(settings: Settings) -> CrossEncoderReranker | None:
+    """The configured cross-encoder: the project's own, a folder or a hub id; or none."""
+    if settings.reranker is None:
+        return None
+    if settings.reranker != BUILTIN_RERANKER:
+        return CrossEncoderReranker(settings.reranker)
+    if not (DEFAULT_RERANKER_PATH / "config.json").is_file():
+        raise ValueError(
+            f"REGULUS_RERANKER=builtin, but no project reranker is at {DEFAULT_RERANKER_PATH}: "
+            "train one with eval/training/train_reranker.py or name a folder or hub id"
+        )
+    return CrossEncoderReranker(str(DEFAULT_RERANKER_PATH))

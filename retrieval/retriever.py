@@ -7,10 +7,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 from qdrant_client import models
 
-from core.models import FusionMethod, RetrievedChunk, SearchMode
+from core.models import FusionMethod, Principal, RetrievedChunk, SearchFilters, SearchMode
+from core.timing import timed
 from retrieval.embedder import Embedder
 from retrieval.expansion import ReferenceExpander
-from retrieval.filters import Principal, SearchFilters, build_filter
+from retrieval.filters import build_filter
 from retrieval.reranker import CrossEncoderReranker
 from retrieval.sparse import BM25Encoder
 from retrieval.store import VectorStore
@@ -52,9 +53,16 @@ class Retriever:
         principal: Principal,
         filters: SearchFilters | None = None,
         top_k: int | None = None,
+        timings: dict[str, float] | None = None,
     ) -> list[RetrievedChunk]:
-        candidates = self.search(query, principal, filters, top_k)
-        return self.expand(self.rerank(query, candidates, top_k), top_k)
+        """Search, rerank, expand; each stage's milliseconds are added to `timings` if given."""
+        stages = timings if timings is not None else {}
+        with timed(stages, "retrieval"):
+            candidates = self.search(query, principal, filters, top_k)
+        with timed(stages, "rerank"):
+            candidates = self.rerank(query, candidates, top_k)
+        with timed(stages, "expansion"):
+            return self.expand(candidates, top_k)
 
     def search(
         self,

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import AdminPrincipal, ServicesDep
+from api.deps import AdminPrincipal, AuditDep
 from api.pagination import Page, Pagination
 from core.audit import AuditEntry, AuditEvent, VerifyReport
 
@@ -25,21 +25,21 @@ def _utc(moment: dt.datetime | None) -> dt.datetime | None:
 
 @router.get("", operation_id="list_audit_entries")
 def list_entries(
-    services: ServicesDep,
+    audit: AuditDep,
     _admin: AdminPrincipal,
     page: Pagination,
     event: Annotated[AuditEvent | None, Query(description="Only this kind of event.")] = None,
     actor: Annotated[str | None, Query(description="Only this principal's rows.")] = None,
 ) -> Page[AuditEntry]:
     """Audit rows, newest first."""
-    items, total = services.audit.entries(page.limit, page.offset, event, actor)
+    items, total = audit.entries(page.limit, page.offset, event, actor)
     return page.page(items, total)
 
 
 @router.get("/verify", operation_id="verify_audit_log")
-def verify(services: ServicesDep, _admin: AdminPrincipal) -> VerifyReport:
+def verify(audit: AuditDep, _admin: AdminPrincipal) -> VerifyReport:
     """Check the hash chain; names the first row that was edited or deleted."""
-    return services.audit.verify()
+    return audit.verify()
 
 
 @router.get(
@@ -49,7 +49,7 @@ def verify(services: ServicesDep, _admin: AdminPrincipal) -> VerifyReport:
     responses={200: {"content": {"application/x-ndjson": {}}, "description": "JSON lines"}},
 )
 def export(
-    services: ServicesDep,
+    audit: AuditDep,
     _admin: AdminPrincipal,
     since: Annotated[
         dt.datetime | None, Query(description="From this time (UTC if no zone).")
@@ -59,7 +59,7 @@ def export(
     """Rows in [since, until), oldest first, one JSON object per line."""
 
     def lines() -> Iterator[str]:
-        for entry in services.audit.export(_utc(since), _utc(until)):
+        for entry in audit.export(_utc(since), _utc(until)):
             yield entry.model_dump_json() + "\n"
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

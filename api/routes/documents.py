@@ -4,12 +4,12 @@ from typing import Any
 
 from fastapi import APIRouter, status
 
-from api.deps import AdminPrincipal, CurrentPrincipal, ServicesDep
+from api.deps import AdminPrincipal, CatalogDep, CurrentPrincipal, IngestorDep
 from api.errors import ApiError
 from api.pagination import Page, Pagination
-from api.schemas import ErrorResponse
-from ingest.catalog import DocumentRecord
-from retrieval.filters import Principal
+from api.schemas import DocumentOut, ErrorResponse
+from core.catalog import DocumentRecord
+from core.models import Principal
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
@@ -20,12 +20,12 @@ def _visible(record: DocumentRecord, principal: Principal) -> bool:
 
 @router.get("", operation_id="list_documents")
 def list_documents(
-    services: ServicesDep,
+    catalog: CatalogDep,
     principal: CurrentPrincipal,
     pagination: Pagination,
-) -> Page[DocumentRecord]:
+) -> Page[DocumentOut]:
     """The documents the caller may read, by id."""
-    visible = [r for r in services.catalog.documents() if _visible(r, principal)]
+    visible = [DocumentOut.from_record(r) for r in catalog.documents() if _visible(r, principal)]
     return pagination.slice(visible)
 
 
@@ -35,13 +35,11 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/{document_id}", operation_id="get_document", responses=_NOT_FOUND)
-def get_document(
-    document_id: str, services: ServicesDep, principal: CurrentPrincipal
-) -> DocumentRecord:
-    record = services.catalog.document(document_id)
+def get_document(document_id: str, catalog: CatalogDep, principal: CurrentPrincipal) -> DocumentOut:
+    record = catalog.document(document_id)
     if record is None or not _visible(record, principal):  # never reveal what exists
         raise ApiError(404, "not_found", f"no document {document_id!r}")
-    return record
+    return DocumentOut.from_record(record)
 
 
 @router.delete(
@@ -50,7 +48,7 @@ def get_document(
     status_code=status.HTTP_204_NO_CONTENT,
     responses=_NOT_FOUND,
 )
-def delete_document(document_id: str, services: ServicesDep, admin: AdminPrincipal) -> None:
+def delete_document(document_id: str, ingestor: IngestorDep, admin: AdminPrincipal) -> None:
     """Remove a document and every chunk of it (admins)."""
-    if not services.ingestor().delete(document_id, actor=admin.subject):
+    if not ingestor.delete(document_id, actor=admin.subject):
         raise ApiError(404, "not_found", f"no document {document_id!r}")

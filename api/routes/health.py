@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from api.deps import ServicesDep
-from core.pipeline import Services
+from api.services import Services
 
 router = APIRouter(tags=["health"])
 _MODEL_PROBE_TIMEOUT_S = 3.0

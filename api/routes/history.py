@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import CurrentPrincipal, ServicesDep
+from api.deps import AuditDep, CurrentPrincipal
 from api.pagination import Page, Pagination
 from core.audit import HistoryItem
 
@@ -12,9 +12,7 @@ router = APIRouter(prefix="/v1/query", tags=["query"])
 
 
 @router.get("/history", operation_id="query_history")
-def history(
-    services: ServicesDep, principal: CurrentPrincipal, page: Pagination
-) -> Page[HistoryItem]:
+def history(audit: AuditDep, principal: CurrentPrincipal, page: Pagination) -> Page[HistoryItem]:
     """Your questions, newest first (as the audit log keeps them: personal data redacted)."""
-    items, total = services.audit.history(principal.subject, page.limit, page.offset)
+    items, total = audit.history(principal.subject, page.limit, page.offset)
     return page.page(items, total)

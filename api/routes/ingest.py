@@ -6,12 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Request, UploadFile, status
 
-from api.deps import AdminPrincipal, ServicesDep
+from api.deps import AdminPrincipal, CatalogDep, IngestorDep, SettingsDep
 from api.errors import ApiError
 from api.metrics import metrics_of
 from api.pagination import Page, Pagination
-from api.schemas import ErrorResponse
-from ingest.catalog import Job
+from api.schemas import ErrorResponse, JobOut
 from ingest.errors import IngestError
 from ingest.manifest import Manifest
 
@@ -41,17 +40,22 @@ async def _save(upload: UploadFile, target: Path, limit: int) -> None:
 
 
 @router.post(
-    "", operation_id="create_ingest_job", status_code=status.HTTP_202_ACCEPTED, response_model=Job
+    "",
+    operation_id="create_ingest_job",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
 )
 async def create_job(
     request: Request,
-    services: ServicesDep,
+    ingestor: IngestorDep,
+    catalog: CatalogDep,
+    settings: SettingsDep,
     admin: AdminPrincipal,
     files: Annotated[list[UploadFile], File(description="Documents to ingest.")],
     manifest: Annotated[
         UploadFile | None, File(description="Metadata by file name (JSON or YAML).")
     ] = None,
-) -> Job:
+) -> JobOut:
     """Upload documents and ingest them as a background job (admins); poll the job for progress."""
     loaded = Manifest()
     if manifest is not None:
@@ -64,11 +68,10 @@ async def create_job(
             raise ApiError(422, "invalid_manifest", str(error)) from error
     taken: set[str] = set()
     names = [_safe_name(upload.filename, taken) for upload in files]
-    ingestor = services.ingestor()
     job_id = ingestor.create_job(names, requested_by=admin.subject)
-    job_dir = services.settings.data_dir / "uploads" / job_id
+    job_dir = settings.data_dir / "uploads" / job_id
     job_dir.mkdir(parents=True)
-    limit = int(services.settings.max_file_mb * 2**20)
+    limit = int(settings.max_file_mb * 2**20)
     paths = [job_dir / name for name in names]
     for upload, path in zip(files, paths, strict=True):
         await _save(upload, path, limit)
@@ -85,20 +88,20 @@ async def create_job(
         job_id=job_id,
         on_document=metrics_of(request).observe_document,
     )
-    job = services.catalog.job(job_id)
+    job = catalog.job(job_id)
     assert job is not None
-    return job
+    return JobOut.from_job(job)
 
 
 @router.get("", operation_id="list_ingest_jobs")
 def list_jobs(
-    services: ServicesDep,
+    catalog: CatalogDep,
     _admin: AdminPrincipal,
     pagination: Pagination,
-) -> Page[Job]:
+) -> Page[JobOut]:
     """Ingestion jobs, newest first (admins)."""
-    jobs = services.catalog.jobs(pagination.limit, pagination.offset)
-    return pagination.page(jobs, services.catalog.count_jobs())
+    jobs = [JobOut.from_job(job) for job in catalog.jobs(pagination.limit, pagination.offset)]
+    return pagination.page(jobs, catalog.count_jobs())
 
 
 @router.get(
@@ -106,9 +109,9 @@ def list_jobs(
     operation_id="get_ingest_job",
     responses={404: {"model": ErrorResponse, "description": "No such job"}},
 )
-def get_job(job_id: str, services: ServicesDep, _admin: AdminPrincipal) -> Job:
+def get_job(job_id: str, catalog: CatalogDep, _admin: AdminPrincipal) -> JobOut:
     """One job with per-document status, chunk counts, errors and timings (admins)."""
-    job = services.catalog.job(job_id)
+    job = catalog.job(job_id)
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id!r}")
-    return job
+    return JobOut.from_job(job)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from api.deps import AdminPrincipal, ServicesDep
+from api.deps import AdminPrincipal, KeyStoreDep
 from api.errors import ApiError
 from api.pagination import Page, Pagination
 from api.schemas import KeyCreate, KeyCreated
@@ -14,22 +14,22 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 
 @router.post("", operation_id="create_key", status_code=status.HTTP_201_CREATED)
-def create_key(body: KeyCreate, services: ServicesDep, admin: AdminPrincipal) -> KeyCreated:
+def create_key(body: KeyCreate, keys: KeyStoreDep, admin: AdminPrincipal) -> KeyCreated:
     """A new API key; the secret is in this response only."""
-    key, secret = services.keys.create(body.role, body.groups, body.name, created_by=admin.subject)
+    key, secret = keys.create(body.role, body.groups, body.name, created_by=admin.subject)
     return KeyCreated(**key.model_dump(exclude={"subject"}), key=secret)
 
 
 @router.get("", operation_id="list_keys")
-def list_keys(services: ServicesDep, _admin: AdminPrincipal, page: Pagination) -> Page[ApiKey]:
+def list_keys(keys: KeyStoreDep, _admin: AdminPrincipal, page: Pagination) -> Page[ApiKey]:
     """Every key, revoked ones included, oldest first; never the secrets."""
-    return page.page(services.keys.keys(page.limit, page.offset), services.keys.count())
+    return page.page(keys.keys(page.limit, page.offset), keys.count())
 
 
 @router.delete("/{key_id}", operation_id="revoke_key")
-def revoke_key(key_id: str, services: ServicesDep, admin: AdminPrincipal) -> ApiKey:
+def revoke_key(key_id: str, keys: KeyStoreDep, admin: AdminPrincipal) -> ApiKey:
     """Revoke a key: every later request with it gets 401."""
-    key = services.keys.revoke(key_id, actor=admin.subject)
+    key = keys.revoke(key_id, actor=admin.subject)
     if key is None:
         raise ApiError(404, "not_found", f"no key {key_id!r}")
     return key

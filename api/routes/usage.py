@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import AdminPrincipal, CurrentPrincipal, ServicesDep
+from api.deps import AdminPrincipal, AuditDep, CurrentPrincipal
 from api.pagination import Page, Pagination
 from core.audit import UsageTotals
 
@@ -12,17 +12,15 @@ router = APIRouter(prefix="/v1/usage", tags=["usage"])
 
 
 @router.get("", operation_id="list_usage")
-def list_usage(
-    services: ServicesDep, _admin: AdminPrincipal, page: Pagination
-) -> Page[UsageTotals]:
+def list_usage(audit: AuditDep, _admin: AdminPrincipal, page: Pagination) -> Page[UsageTotals]:
     """Every principal's queries, refusals, tokens and cost (admins)."""
-    return page.slice(services.audit.usage())
+    return page.slice(audit.usage())
 
 
 @router.get("/me", operation_id="my_usage")
-def my_usage(services: ServicesDep, principal: CurrentPrincipal) -> UsageTotals:
+def my_usage(audit: AuditDep, principal: CurrentPrincipal) -> UsageTotals:
     """The caller's own totals."""
-    mine = services.audit.usage(principal.subject)
+    mine = audit.usage(principal.subject)
     return (
         mine[0]
         if mine

@@ -6,10 +6,13 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from core.db import Base, database_url, register_tables
+# The modules that define tables, imported so that Base.metadata knows them all.
+import core.audit
+import core.auth
+import core.catalog  # noqa: F401
+from core.db import Base, database_url
 from core.settings import get_settings
 
-register_tables()
 target_metadata = Base.metadata
 
 

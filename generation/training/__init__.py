@@ -1,1 +1,0 @@
-"""Training scripts for the generation models (the support cross-encoder)."""
