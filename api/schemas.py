@@ -9,7 +9,16 @@ from pydantic import BaseModel, Field
 
 from core.auth import ApiKey
 from core.catalog import DocumentRecord, DocumentStatus, Job, JobStatus
-from core.models import AnswerSentence, ModelChoice, RetrievedChunk, Role, SearchFilters, Usage
+from core.models import (
+    AnswerPart,
+    AnswerSentence,
+    ModelChoice,
+    PartStatus,
+    RetrievedChunk,
+    Role,
+    SearchFilters,
+    Usage,
+)
 from core.pii import pii_kinds
 from eval.datasets import DatasetFormat
 from generation.pipeline import QueryResult
@@ -81,10 +90,29 @@ class SentenceOut(BaseModel):
     citations: list[int] = Field(description="Passage numbers the sentence rests on.")
     support: float | None = Field(description="Support probability; null: not verified.")
     supported: bool | None
+    part: int | None = Field(
+        default=None, description="The question part (1-based, see `parts`) it answers."
+    )
 
     @classmethod
     def from_sentence(cls, sentence: AnswerSentence) -> SentenceOut:
         return cls.model_validate(sentence.model_dump())
+
+
+class PartOut(BaseModel):
+    """One part of the question and what became of it."""
+
+    text: str = Field(description="What the part asks.")
+    documents: list[str] = Field(description="Ids of the documents the part names.")
+    passages: list[int] = Field(description="Numbers of the passages retrieved for this part.")
+    status: PartStatus = Field(
+        description="answered: a supported sentence answers it; not_covered: the documents do "
+        "not address it; unanswered: passages were found but no supported sentence answers it."
+    )
+
+    @classmethod
+    def from_part(cls, part: AnswerPart) -> PartOut:
+        return cls.model_validate(part.model_dump())
 
 
 class UsageOut(BaseModel):
@@ -111,7 +139,12 @@ class QueryResponse(BaseModel):
         default=None, description="Share of the answer's sentences found supported."
     )
     refused: bool = Field(
-        default=False, description="True: the documents do not address the question."
+        default=False, description="True: the documents address no part of the question."
+    )
+    parts: list[PartOut] = Field(
+        default_factory=list,
+        description="The question's parts in the order asked (one for a single question), each "
+        "with its passages and whether it was answered; sentences name the part they answer.",
     )
     usage: UsageOut | None = Field(
         default=None, description="The model that answered, its tokens and their cost."
@@ -137,6 +170,7 @@ class QueryResponse(BaseModel):
             sentences=[SentenceOut.from_sentence(s) for s in answer.sentences],
             support_score=answer.support_score,
             refused=answer.refused,
+            parts=[PartOut.from_part(p) for p in answer.parts],
             usage=UsageOut.from_usage(answer.usage),
             timings={stage: round(ms, 1) for stage, ms in result.timings.items()},
             query_id=result.query_id,

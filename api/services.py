@@ -15,6 +15,7 @@ from core.db import make_engine, make_session_factory
 from core.injection import InjectionScreen, QuestionGuard
 from core.models import Principal, SearchMode
 from core.settings import Settings
+from generation.analysis import DocumentNames, QuestionAnalyzer
 from generation.base import Generator
 from generation.breaker import CircuitBreaker
 from generation.extractive import ExtractiveGenerator
@@ -44,6 +45,7 @@ class Services:
         self.keys = KeyStore(sessions, self.audit)
         self.store = open_vector_store(settings)
         self.embedder = embedder or Embedder.from_settings(settings)
+        self._names: tuple[tuple[tuple[str, str, str], ...], DocumentNames] | None = None
 
     def query_pipeline(self, audited: bool = True) -> QueryPipeline:
         """The configured pipeline: extractive answers, or the LLM (with a premium route when one
@@ -74,7 +76,16 @@ class Services:
             verifier=self.verifier,
             relevance=self.relevance_gate,
             audit=self.audit if audited else None,
+            analyzer=QuestionAnalyzer(self.document_names),
         )
+
+    def document_names(self) -> DocumentNames:
+        """The names of the indexed documents, rebuilt when the catalog's documents change."""
+        records = self.catalog.documents()
+        key = tuple((r.document_id, r.title, str(r.metadata.get("aliases"))) for r in records)
+        if self._names is None or self._names[0] != key:
+            self._names = (key, DocumentNames.from_records(records))
+        return self._names[1]
 
     def question_guard(self) -> QuestionGuard:
         settings = self.settings

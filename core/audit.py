@@ -226,6 +226,11 @@ class AuditLog:
             ]
             detail["support_score"] = answer.support_score
             detail["pii_answer"] = pii_kinds(answer.text)
+            # Each part's outcome; the part's words are the question's, kept (redacted) above.
+            detail["parts"] = [
+                {"status": p.status.value, "documents": p.documents, "passages": p.passages}
+                for p in answer.parts
+            ]
         if error is not None:
             detail["error"] = error
         return self.append(

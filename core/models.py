@@ -150,6 +150,28 @@ class AnswerSentence(BaseModel):
         default=None, description="Support probability from the verifier; None: not verified."
     )
     supported: bool | None = None
+    part: int | None = Field(
+        default=None, description="The question part (1-based) the sentence answers."
+    )
+
+
+class PartStatus(enum.StrEnum):
+    """What became of one part of a question."""
+
+    ANSWERED = "answered"  # at least one supported sentence answers it
+    NOT_COVERED = "not_covered"  # nothing retrieved is close enough to answer it from
+    UNANSWERED = "unanswered"  # passages were found, but no (supported) sentence answers it
+
+
+class AnswerPart(BaseModel):
+    """One part of the question: what it asks, the documents it names, the passages found for it."""
+
+    text: str
+    documents: list[str] = Field(default_factory=list, description="Document ids it names.")
+    passages: list[int] = Field(
+        default_factory=list, description="Numbers of the passages retrieved for this part."
+    )
+    status: PartStatus = PartStatus.ANSWERED
 
 
 class Usage(BaseModel):
@@ -171,6 +193,9 @@ class Answer(BaseModel):
     )
     refused: bool = Field(default=False, description="The corpus does not address the question.")
     usage: Usage | None = None
+    parts: list[AnswerPart] = Field(
+        default_factory=list, description="The question's parts, in the order it asks them."
+    )
 
 
 class StructuredOutput(enum.StrEnum):

@@ -52,6 +52,18 @@ def citation_recall(question: EvalQuestion, answer: Answer) -> float | None:
     return len(gold & set(question.to_units(cited_chunk_ids(answer)))) / len(gold)
 
 
+def key_fact_recall(question: EvalQuestion, answer: Answer) -> float | None:
+    """Share of the question's key facts the answer states (case and spacing ignored)."""
+    if not question.key_facts:
+        return None
+    text = _normalised(answer.text)
+    return sum(_normalised(fact) in text for fact in question.key_facts) / len(question.key_facts)
+
+
+def _normalised(text: str) -> str:
+    return "".join(text.lower().split())
+
+
 def micro(pairs: Sequence[tuple[int, int] | None]) -> float | None:
     """Sum of numerators over sum of denominators, over the questions where they exist."""
     known = [p for p in pairs if p is not None]

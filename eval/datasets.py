@@ -55,6 +55,9 @@ class EvalQuestion(BaseModel):
         description="Chunk ids per gold section: a section counts as found when any is found.",
     )
     reference_answer: str | None = None
+    key_facts: list[str] = Field(
+        default_factory=list, description="Phrases a correct answer contains (any case)."
+    )
     tags: list[str] = Field(default_factory=list)
 
     @property
@@ -182,6 +185,7 @@ def _question(
                     GoldSection.model_validate(g) for g in record.get("gold_sections", [])
                 ],
                 reference_answer=record.get("answer"),
+                key_facts=[str(fact) for fact in record.get("key_facts", [])],
                 tags=list(record.get("tags", [])),
             )
         gold: list[str] = []

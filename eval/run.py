@@ -20,12 +20,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from core.models import Answer, Chunk, Principal, Usage
+from core.models import Answer, AnswerPart, Chunk, Principal, Usage
 from eval.answers import (
     citation_pairs,
     citation_recall,
     cited_chunk_ids,
     is_refusal,
+    key_fact_recall,
     mean,
     micro,
     percentile,
@@ -93,6 +94,7 @@ class SentenceRecord(BaseModel):
     cited_chunk_ids: list[str]
     support: float | None = None
     supported: bool | None = None
+    part: int | None = Field(default=None, description="The question part it answers.")
 
 
 class QuestionRecord(BaseModel):
@@ -112,6 +114,7 @@ class QuestionRecord(BaseModel):
     refused: bool | None = None
     cited_ids: list[str] = Field(default_factory=list)
     sentences: list[SentenceRecord] = Field(default_factory=list)
+    parts: list[AnswerPart] = Field(default_factory=list, description="The question's parts.")
     usage: Usage | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
     error: str | None = None
@@ -301,6 +304,7 @@ class EvalRunner:
         record.answer, record.model, record.usage = answer.text, answer.model, answer.usage
         record.refused = is_refusal(answer)
         record.cited_ids = cited_chunk_ids(answer)
+        record.parts = answer.parts
         record.sentences = _sentences(answer, [p.chunk.chunk_id for p in result.passages])
         stage_timings = getattr(result, "timings", None) or {}
         record.timings_ms = {str(k): float(v) for k, v in dict(stage_timings).items()} | {
@@ -339,6 +343,7 @@ class EvalRunner:
                 "citation_recall": citation_recall(question, answer),
             }
             metrics["fully_cited"] = float(metrics["citation_recall"] == 1.0)
+            metrics["key_fact_recall"] = key_fact_recall(question, answer)
         pairs = citation_pairs(answer)
         unsupported = unsupported_sentences(answer)
         metrics |= {
@@ -357,6 +362,7 @@ def _sentences(answer: Answer, passage_ids: list[str]) -> list[SentenceRecord]:
             cited_chunk_ids=[passage_ids[n - 1] for n in s.citations if 1 <= n <= len(passage_ids)],
             support=s.support,
             supported=s.supported,
+            part=s.part,
         )
         for s in answer.sentences
     ]
@@ -426,6 +432,8 @@ def _figures(records: list[QuestionRecord], k: int) -> dict[str, Any]:
     figures["unsupported_sentence_rate"] = micro(
         [_pair(r, "unsupported_sentences", "verified_sentences") for r in records]
     )
+    figures["fully_cited"] = mean(values("fully_cited", answerable))
+    figures["key_fact_recall"] = mean(values("key_fact_recall", answerable))
     figures["fully_cited_multi_document"] = mean(values("fully_cited", multi))
     figures["correct_and_fully_cited"] = mean(values("correct_and_fully_cited", multi))
     figures["judged_correct"] = mean(values("judged_correct", answerable))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
-from core.models import Answer, RetrievedChunk
+from core.models import Answer, AnswerPart, RetrievedChunk
 
 
 class ModelUnavailableError(RuntimeError):
@@ -18,13 +18,24 @@ class Generator(Protocol):
         """What answered: a model name, or `extractive`."""
         ...
 
-    def generate(self, question: str, passages: list[RetrievedChunk]) -> Answer:
-        """Answer from `passages` only; passage i is cited as [i + 1]."""
+    def generate(
+        self,
+        question: str,
+        passages: list[RetrievedChunk],
+        parts: list[AnswerPart] | None = None,
+    ) -> Answer:
+        """Answer from `passages` only; passage i is cited as [i + 1]. With `parts`, answer each
+        part that is not marked not covered, from the passages retrieved for it."""
         ...
 
 
 @runtime_checkable
 class StreamingGenerator(Generator, Protocol):
-    def stream(self, question: str, passages: list[RetrievedChunk]) -> Iterator[str | Answer]:
+    def stream(
+        self,
+        question: str,
+        passages: list[RetrievedChunk],
+        parts: list[AnswerPart] | None = None,
+    ) -> Iterator[str | Answer]:
         """Yield the answer's text as it is written, then the complete Answer, last."""
         ...

@@ -1,34 +1,41 @@
-"""Answers without a language model: the passage sentences closest to the question, quoted."""
+"""Answers without a language model: for each part of the question, the passage sentences closest
+to it, quoted verbatim and cited."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from core.models import Answer, Citation, RetrievedChunk
+from core.models import Answer, AnswerPart, AnswerSentence, Citation, PartStatus, RetrievedChunk
 from generation.citations import make_citation, split_sentences
 from retrieval.embedder import Embedder
 
 EXTRACTIVE_MODEL = "extractive"
+# Recitals explain; articles oblige. A recital sentence must be this much closer to be quoted.
+RECITAL_PENALTY = 0.05
 
 
 class ExtractiveGenerator:
-    """Quotes the `max_sentences` sentences of the top passages most similar to the question.
+    """Quotes, for each part, the sentences of that part's top passages most similar to the part.
 
-    Every sentence is verbatim from a passage, so every claim is supported by construction; this is
-    the default when no model server is configured.
+    A one-part question gets up to `max_sentences` quotes; each part of a multi-part question gets
+    up to `per_part`, so that every part is answered. Every sentence is verbatim from a passage,
+    so every claim is supported by construction; this is the default when no model server is
+    configured.
     """
 
     def __init__(
         self,
         embedder: Embedder,
         max_sentences: int = 3,
+        per_part: int = 2,
         passages_considered: int = 3,
         min_words: int = 5,
     ) -> None:
-        if max_sentences < 1 or passages_considered < 1:
-            raise ValueError("max_sentences and passages_considered must be at least 1")
+        if max_sentences < 1 or per_part < 1 or passages_considered < 1:
+            raise ValueError("max_sentences, per_part and passages_considered must be at least 1")
         self._embedder = embedder
         self.max_sentences = max_sentences
+        self.per_part = per_part
         self.passages_considered = passages_considered
         self.min_words = min_words
 
@@ -36,29 +43,83 @@ class ExtractiveGenerator:
     def name(self) -> str:
         return EXTRACTIVE_MODEL
 
-    def generate(self, question: str, passages: list[RetrievedChunk]) -> Answer:
-        # A sentence that several passages share (a rule repeated in two articles) is quoted once,
-        # from the best-ranked of them.
-        first_source: dict[str, int] = {}
-        for number, passage in enumerate(passages[: self.passages_considered], start=1):
-            for line in passage.chunk.text.splitlines():
-                for sentence in split_sentences(line):
-                    if len(sentence.split()) >= self.min_words:
-                        first_source.setdefault(sentence, number)
-        candidates = [(number, sentence) for sentence, number in first_source.items()]
+    def generate(
+        self,
+        question: str,
+        passages: list[RetrievedChunk],
+        parts: list[AnswerPart] | None = None,
+    ) -> Answer:
+        if not parts:
+            parts = [AnswerPart(text=question, passages=list(range(1, len(passages) + 1)))]
+        asked = [
+            (index, part)
+            for index, part in enumerate(parts, start=1)
+            if part.status is not PartStatus.NOT_COVERED
+        ]
+        candidates = self._candidates(passages, [part for _, part in asked])
         if not candidates:
-            return Answer(text="", citations=[], model=EXTRACTIVE_MODEL)
-        vectors = self._embedder.embed([sentence for _, sentence in candidates])
-        similarity = vectors @ self._embedder.embed_one(question)
-        chosen = [candidates[i] for i in np.argsort(-similarity)[: self.max_sentences]]
-        text = " ".join(f"“{sentence}” [{number}]" for number, sentence in chosen)
+            return Answer(text="", citations=[], model=EXTRACTIVE_MODEL, parts=parts)
+        texts = sorted({sentence for sentence, _ in candidates})
+        row = {sentence: i for i, sentence in enumerate(texts)}
+        vectors = self._embedder.embed(texts)
+        queries = self._embedder.embed([part.text for _, part in asked])
+        limit = self.max_sentences if len(parts) == 1 else self.per_part
+        quoted: set[str] = set()
+        chosen: list[AnswerSentence] = []
+        for (index, part), query in zip(asked, queries, strict=True):
+            numbers = set(part.passages[: self.passages_considered])
+            options = [(s, n) for s, n in candidates if n in numbers and s not in quoted]
+            scores = [
+                float(vectors[row[s]] @ query) - _recital_penalty(passages[n - 1])
+                for s, n in options
+            ]
+            for quote, number in _spread(
+                [options[int(i)] for i in np.argsort(-np.asarray(scores))], limit
+            ):
+                quoted.add(quote)
+                chosen.append(AnswerSentence(text=quote, citations=[number], part=index))
+        text = " ".join(f"“{s.text}” [{s.citations[0]}]" for s in chosen)
         citations: dict[int, Citation] = {}
-        for number, sentence in chosen:
+        for chosen_sentence in chosen:
+            number = chosen_sentence.citations[0]
             citations.setdefault(
-                number, make_citation(number, passages[number - 1].chunk, sentence)
+                number, make_citation(number, passages[number - 1].chunk, chosen_sentence.text)
             )
         return Answer(
             text=text,
             citations=[citations[number] for number in sorted(citations)],
             model=EXTRACTIVE_MODEL,
+            sentences=chosen,
+            parts=parts,
         )
+
+    def _candidates(
+        self, passages: list[RetrievedChunk], parts: list[AnswerPart]
+    ) -> list[tuple[str, int]]:
+        """(sentence, passage number) for the sentences of the passages any part considers; a
+        sentence that several passages share (a rule repeated in two articles) is kept once, with
+        the best-ranked of them."""
+        considered = sorted(
+            {n for part in parts for n in part.passages[: self.passages_considered]}
+        )
+        first_source: dict[str, int] = {}
+        for number in considered:
+            for line in passages[number - 1].chunk.text.splitlines():
+                for sentence in split_sentences(line):
+                    if len(sentence.split()) >= self.min_words:
+                        first_source.setdefault(sentence, number)
+        return list(first_source.items())
+
+
+def _spread(ranked: list[tuple[str, int]], limit: int) -> list[tuple[str, int]]:
+    """The `limit` best sentences, taking each passage's best before any passage's second: an
+    answer that cites two articles covers more of the question than two quotes of one."""
+    firsts, seconds, seen = [], [], set()
+    for sentence, number in ranked:
+        (seconds if number in seen else firsts).append((sentence, number))
+        seen.add(number)
+    return (firsts + seconds)[:limit]
+
+
+def _recital_penalty(passage: RetrievedChunk) -> float:
+    return RECITAL_PENALTY if passage.chunk.section.startswith("Recitals") else 0.0

@@ -10,7 +10,14 @@ import httpx
 import openai
 from openai.types import CompletionUsage
 
-from core.models import Answer, AnswerSentence, RetrievedChunk, StructuredOutput, Usage
+from core.models import (
+    Answer,
+    AnswerPart,
+    AnswerSentence,
+    RetrievedChunk,
+    StructuredOutput,
+    Usage,
+)
 from generation.base import ModelUnavailableError
 from generation.breaker import CircuitBreaker
 from generation.citations import cite
@@ -86,20 +93,30 @@ class OpenAICompatibleGenerator:
         """The output format in use (under `auto`, the first one the server has accepted so far)."""
         return self._modes[0]
 
-    def generate(self, question: str, passages: list[RetrievedChunk]) -> Answer:
+    def generate(
+        self,
+        question: str,
+        passages: list[RetrievedChunk],
+        parts: list[AnswerPart] | None = None,
+    ) -> Answer:
         response, _ = self._call(
             lambda mode: self._client.chat.completions.create(
-                **self._request(question, passages, mode)
+                **self._request(question, passages, mode, parts)
             )
         )
         content = (response.choices[0].message.content or "") if response.choices else ""
         return self._answer(content, passages, response.model, response.usage)
 
-    def stream(self, question: str, passages: list[RetrievedChunk]) -> Iterator[str | Answer]:
+    def stream(
+        self,
+        question: str,
+        passages: list[RetrievedChunk],
+        parts: list[AnswerPart] | None = None,
+    ) -> Iterator[str | Answer]:
         """Yields the answer's text as it is written, then the complete Answer."""
         stream, mode = self._call(
             lambda mode: self._client.chat.completions.create(
-                **self._request(question, passages, mode),
+                **self._request(question, passages, mode, parts),
                 stream=True,
                 stream_options={"include_usage": True},
             )
@@ -130,12 +147,16 @@ class OpenAICompatibleGenerator:
         yield self._answer(decoder.raw, passages, model, usage)
 
     def _request(
-        self, question: str, passages: list[RetrievedChunk], mode: StructuredOutput
+        self,
+        question: str,
+        passages: list[RetrievedChunk],
+        mode: StructuredOutput,
+        parts: list[AnswerPart] | None = None,
     ) -> dict[str, Any]:
         json_output = mode is not StructuredOutput.TEXT
         request: dict[str, Any] = {
             "model": self.model,
-            "messages": build_messages(question, passages, json_output=json_output),
+            "messages": build_messages(question, passages, json_output=json_output, parts=parts),
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
         }

@@ -10,9 +10,17 @@ from __future__ import annotations
 import re
 
 from core.injection import strip_hidden
-from core.models import RetrievedChunk
+from core.models import AnswerPart, PartStatus, RetrievedChunk
 
 NOT_COVERED = "The indexed documents do not address this."
+NOT_COVERED_PARTS = "The indexed documents do not address: "
+
+
+def not_covered_sentence(parts: list[str]) -> str:
+    """The closing sentence of a partly covered answer, naming what it leaves out."""
+    asked = "; ".join(f"“{part.rstrip('?')}”" for part in parts)
+    return f"{NOT_COVERED_PARTS}{asked}."
+
 
 _RULES = f"""You are Regulus, a compliance research assistant.
 Answer the question using only the numbered passages provided by the user.
@@ -65,9 +73,29 @@ def format_passages(passages: list[RetrievedChunk]) -> str:
     )
 
 
+def format_parts(parts: list[AnswerPart]) -> str:
+    """The parts to answer in turn, each with the passages found for it; parts the passages do not
+    cover are left out of the request (the answer names them itself)."""
+    lines = []
+    for number, part in enumerate(parts, start=1):
+        if part.status is PartStatus.NOT_COVERED:
+            continue
+        cited = " ".join(f"[{n}]" for n in part.passages)
+        lines.append(f"{number}. {_one_line(part.text)} (passages {cited})")
+    return "\n".join(lines)
+
+
 def build_messages(
-    question: str, passages: list[RetrievedChunk], json_output: bool = False
+    question: str,
+    passages: list[RetrievedChunk],
+    json_output: bool = False,
+    parts: list[AnswerPart] | None = None,
 ) -> list[dict[str, str]]:
     system = JSON_SYSTEM_PROMPT if json_output else SYSTEM_PROMPT
     user = f"Passages:\n\n{format_passages(passages)}\n\nQuestion: {question}"
+    if parts and len(parts) > 1:
+        user += (
+            "\n\nAnswer each part in turn, citing the passages that answer it:\n"
+            + format_parts(parts)
+        )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]

@@ -11,6 +11,8 @@ embed; figures in docs/benchmarks.md).
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -24,6 +26,50 @@ class RelevanceSignal(enum.StrEnum):
 
     PASSAGE = "passage"  # each top passage as a whole (title, headings and text): the default
     SENTENCE = "sentence"  # each sentence of the top passages
+
+
+# A name a question asks about: "under HIPAA", "Singapore's PDPA", "in California", "the CCPA".
+_NAME = r"(?:[A-Z][A-Za-z]*[A-Z0-9][A-Za-z0-9-]*|[A-Z][a-z]+(?:[ -][A-Z][A-Za-z]+)*)"
+_ASKED_NAME = re.compile(
+    rf"(?:\b(?i:under|in|by|per|from|of|to|with|according to|pursuant to)\s+(?:(?i:the)\s+)?"
+    rf"(?P<after>{_NAME})|(?P<owner>{_NAME})['’]s\b|\b(?P<acronym>[A-Z][A-Za-z]*[A-Z][A-Z0-9]+)\b)"
+)
+_LEADING = re.compile(r"^(?:(?:The|Under|In|For|And|Or|But|Does|Do|Is|Are|Can)\s+)+")
+_NOT_NAMES = {"what", "who", "that", "it", "there", "here", "where", "how", "let", "this", "i"}
+_OWNED = re.compile(r"\b(?:our|your|their|my|its|his|her)\s+$", re.IGNORECASE)
+
+
+def foreign_names(
+    question: str, passages: list[RetrievedChunk], known: Iterable[str] = ()
+) -> list[str]:
+    """Names the question asks about (a law, a jurisdiction, an authority) that neither the
+    passages nor the indexed documents' names mention: the passages are then about something
+    else, however close their wording (an EU deadline is no answer about Singapore's)."""
+    haystack = " ".join(
+        f"{p.chunk.document_title} {p.chunk.section} {p.chunk.text}" for p in passages
+    ).lower()
+    known_lower = {name.lower() for name in known}
+    initials = _initialisms(haystack)
+    missing: list[str] = []
+    for match in _ASKED_NAME.finditer(question):
+        name = _LEADING.sub("", next(g for g in match.groups() if g))
+        if not name or name.lower() in _NOT_NAMES or _OWNED.search(question[: match.start()]):
+            continue
+        if name.lower() in known_lower or name.lower() in haystack or name.lower() in initials:
+            continue
+        if name not in missing:
+            missing.append(name)
+    return missing
+
+
+def _initialisms(text: str) -> set[str]:
+    """The initials of every run of 2 to 5 words: "data protection officer" -> "dpo"."""
+    words = re.findall(r"[a-z]+", text)
+    return {
+        "".join(word[0] for word in words[i : i + n])
+        for n in range(2, 6)
+        for i in range(len(words) - n + 1)
+    }
 
 
 class RelevanceGate:
@@ -53,9 +99,24 @@ class RelevanceGate:
         vectors = self._embedder.embed([question, *texts])
         return float(np.max(vectors[1:] @ vectors[0]))
 
-    def run(self, question: str, passages: list[RetrievedChunk]) -> bool:
-        """True when the passages are relevant enough to answer from."""
-        return bool(passages) and self.score(question, passages) >= self.threshold
+    def run(
+        self,
+        question: str,
+        passages: list[RetrievedChunk],
+        known_names: Iterable[str] | None = None,
+        asked: str | None = None,
+    ) -> bool:
+        """True when the passages are relevant enough to answer from. With `known_names` (the
+        indexed documents' names), a question asking about a law, place or authority that neither
+        they nor the passages mention is not answered from them. `asked`: the words to look for
+        such names in, when `question` also carries a scenario (default: the question)."""
+        if not passages:
+            return False
+        considered = passages[: self.passages_considered]
+        names_in = asked if asked is not None else question
+        if known_names is not None and foreign_names(names_in, considered, known_names):
+            return False
+        return self.score(question, passages) >= self.threshold
 
     def _texts(self, passages: list[RetrievedChunk]) -> list[str]:
         if self.signal is RelevanceSignal.PASSAGE:

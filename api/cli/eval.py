@@ -214,6 +214,12 @@ def run(
     groups: Annotated[
         str | None, typer.Option(help="Evaluate as these groups (default: the documents' default).")
     ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only questions with this tag (repeat: all of them), e.g. split:heldout."
+        ),
+    ] = None,
     ragas: Annotated[bool, typer.Option(help="Compute RAGAS metrics.")] = True,
 ) -> None:
     """Answer every question with the query pipeline and score retrieval, citations, refusals."""
@@ -225,7 +231,7 @@ def run(
         fmt, questions, chunks, _ = _load(
             dataset, dataset_format, services, [corpus] if corpus else []
         )
-        questions = questions[:limit]
+        questions = [q for q in questions if set(tag or []) <= set(q.tags)][:limit]
         judge = judge_config(settings)
         if judge_url:
             judge = JudgeConfig(
@@ -301,6 +307,30 @@ def print_summary(summary: dict[str, object]) -> None:
             table.add_row(
                 f"latency_ms {stage} p50/p95", f"{_fmt(figures['p50'])} / {_fmt(figures['p95'])}"
             )
+    console.print(table)
+    by_tag = summary.get("by_tag")
+    if isinstance(by_tag, dict) and by_tag:
+        print_by_tag(by_tag)
+
+
+BY_TAG_COLUMNS = (
+    ("n", "n"),
+    ("false_refusal_rate", "false refusals"),
+    ("fully_cited", "every gold cited"),
+    ("citation_recall", "gold cited"),
+    ("key_fact_recall", "key facts"),
+    ("refusal_accuracy", "unanswerable refused"),
+)
+
+
+def print_by_tag(by_tag: dict[str, dict[str, object]]) -> None:
+    """The answer figures per question tag (question type, document, split)."""
+    table = Table(title="by tag")
+    table.add_column("tag")
+    for _, title in BY_TAG_COLUMNS:
+        table.add_column(title, justify="right")
+    for name, figures in by_tag.items():
+        table.add_row(name, *(_fmt(figures.get(key)) for key, _ in BY_TAG_COLUMNS))
     console.print(table)
 
 

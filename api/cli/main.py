@@ -17,7 +17,7 @@ from api.cli.eval import app as eval_app
 from api.services import Services
 from core.catalog import Job, JobDocument, JobStatus
 from core.injection import PromptInjectionError
-from core.models import ModelChoice, Principal, SearchFilters
+from core.models import Answer, ModelChoice, PartStatus, Principal, SearchFilters
 from core.settings import get_settings
 from generation.pipeline import AnswerUnavailableError
 from ingest.manifest import Manifest
@@ -248,7 +248,11 @@ def ask(
         raise typer.Exit(2) from error
     finally:
         services.close()
-    console.print(result.answer.text, highlight=False)
+    answer = result.answer
+    if len(answer.parts) > 1:
+        _print_parts(answer)
+    else:
+        console.print(answer.text, highlight=False)
     console.print()
     for citation in result.answer.citations:
         console.print(
@@ -278,6 +282,25 @@ def ask(
         + "[/dim]",
         highlight=False,
     )
+
+
+_PART_STATUS = {
+    PartStatus.ANSWERED: "[green]answered[/green]",
+    PartStatus.UNANSWERED: "[yellow]unanswered[/yellow]",
+    PartStatus.NOT_COVERED: "[red]not covered[/red]",
+}
+
+
+def _print_parts(answer: Answer) -> None:
+    """A multi-part answer, part by part: what each asks, its status, the sentences answering it."""
+    for number, part in enumerate(answer.parts, start=1):
+        console.print(
+            f"[bold]Part {number}[/bold] ({_PART_STATUS[part.status]}): {part.text}",
+            highlight=False,
+        )
+        for sentence in (s for s in answer.sentences if s.part == number):
+            marks = "".join(f"[{n}]" for n in sentence.citations)
+            console.print(f"  {sentence.text} {marks}", highlight=False, markup=False)
 
 
 @app.command()

@@ -332,18 +332,47 @@ function renderSentence(sentence) {
   return node;
 }
 
+function sentencesParagraph(sentences) {
+  const paragraph = el("p");
+  sentences.forEach((sentence, i) => {
+    if (i) paragraph.append(" ");
+    paragraph.append(renderSentence(sentence));
+  });
+  return paragraph;
+}
+
+const PART_STATUS = {
+  answered: ["ok", "Answered"],
+  unanswered: ["warn", "Not answered by the passages found"],
+  not_covered: ["warn", "Not covered by the indexed documents"],
+};
+
+/** A multi-part answer: each part of the question, its status, and the sentences answering it. */
+function renderParts(parts, sentences) {
+  const list = el("ol", { class: "parts" });
+  parts.forEach((part, i) => {
+    const [kind, label] = PART_STATUS[part.status] || PART_STATUS.unanswered;
+    const item = el(
+      "li",
+      { class: `part ${part.status}` },
+      el("p", { class: "part-question" }, el("strong", { text: `Part ${i + 1}: ` }), part.text, " ", el("span", { class: `badge ${kind}`, text: label })),
+    );
+    const own = sentences.filter((sentence) => sentence.part === i + 1);
+    if (own.length) item.append(sentencesParagraph(own));
+    list.append(item);
+  });
+  return list;
+}
+
 function renderAnswer(response) {
   state.passages = new Map((response.passages || []).map((p) => [p.n, p]));
   state.citations = new Map((response.citations || []).map((c) => [c.n, c]));
   const refused = response.refused === true || (response.answer || "").trim() === NOT_COVERED;
-  const paragraph = el("p");
-  if (!refused) {
-    answerSentences(response).forEach((sentence, i) => {
-      if (i) paragraph.append(" ");
-      paragraph.append(renderSentence(sentence));
-    });
-  }
-  $("answer").replaceChildren(...(refused ? [] : [paragraph]));
+  const parts = Array.isArray(response.parts) ? response.parts : [];
+  let shown = [];
+  if (!refused && parts.length > 1) shown = [renderParts(parts, answerSentences(response))];
+  else if (!refused) shown = [sentencesParagraph(answerSentences(response))];
+  $("answer").replaceChildren(...shown);
   $("refusal").hidden = !refused;
 
   if (Array.isArray(response.pii) && response.pii.length) {

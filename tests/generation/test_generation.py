@@ -1,5 +1,6 @@
 import pytest
 
+from core.models import AnswerPart, PartStatus
 from generation.base import ModelUnavailableError
 from generation.extractive import ExtractiveGenerator
 from generation.llm import OpenAICompatibleGenerator
@@ -45,6 +46,29 @@ class TestExtractiveGenerator:
         quotes = [part.split("”")[0] for part in answer.text.split("“")[1:]]
         assert len(quotes) == len(set(quotes)) == 2
         assert [c.chunk_id for c in answer.citations] == ["art-33"]
+
+    def test_answers_each_part_from_its_own_passages(self, embedder: Embedder) -> None:
+        parts = [
+            AnswerPart(text="Within how many hours must a breach be notified?", passages=[1]),
+            AnswerPart(text="How must personal data be processed?", passages=[2]),
+        ]
+        answer = ExtractiveGenerator(embedder, per_part=1).generate(QUESTION, PASSAGES, parts)
+        assert [(s.part, s.citations) for s in answer.sentences] == [(1, [1]), (2, [2])]
+        assert "72 hours" in answer.sentences[0].text
+        assert "lawfully, fairly" in answer.sentences[1].text
+        assert answer.parts == parts
+
+    def test_a_part_not_covered_gets_no_quote(self, embedder: Embedder) -> None:
+        parts = [
+            AnswerPart(text="Within how many hours must a breach be notified?", passages=[1]),
+            AnswerPart(
+                text="What is the deadline in Singapore?",
+                passages=[2],
+                status=PartStatus.NOT_COVERED,
+            ),
+        ]
+        answer = ExtractiveGenerator(embedder).generate(QUESTION, PASSAGES, parts)
+        assert {s.part for s in answer.sentences} == {1}
 
     def test_rejects_invalid_configuration(self, embedder: Embedder) -> None:
         with pytest.raises(ValueError):
