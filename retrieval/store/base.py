@@ -30,16 +30,17 @@ KEYWORD_FIELDS = (
     "document_codes",
 )
 DATE_FIELDS = ("effective_date",)
-# Engines order equal scores as they store points (qdrant-edge by segment offset, qdrant-client's
-# local mode by insertion, a cluster by whichever shard answers first): every search fetches this
-# many more than it keeps, then breaks ties by chunk id, so that the same question gets the same
-# passages from every deployment.
+# Engines order equal scores by how they happen to store the points, each differently (qdrant-edge
+# and qdrant-client's local mode disagree on the same data): every search fetches this many more
+# than it keeps and breaks ties by chunk id, so that every deployment, and every run, gives the
+# same passages for the same question.
 TIE_MARGIN = 10
 RRF_K = 2  # Qdrant's default ranking constant: 1 / (rank + k), rank from 0
 # Sparse IDF over the live points. Qdrant's default (global) statistics come from the sparse index,
-# which goes on counting deleted points (an old version of a re-ingested document) until the
-# optimizer vacuums their segment, and qdrant-client's local mode never counts them: a corpus
-# filter makes every deployment count what a query can find.
+# which goes on counting deleted points (the old version of a re-ingested document) until the
+# optimizer vacuums their segment (on qdrant-edge, even `optimize()` left them counted), while
+# qdrant-client's local mode never counts them: a corpus filter makes every deployment count the
+# points that are there.
 IDF_CORPUS = models.Filter()
 
 
@@ -85,7 +86,7 @@ def _dbsf_normalized(hits: Sequence[Scored]) -> list[Scored]:
 
 
 def fuse(ranked_lists: Sequence[Sequence[Scored]], fusion: FusionMethod) -> list[Scored]:
-    """Qdrant's fusions (RRF with `RRF_K`, DBSF) of candidate lists ordered by `best`.
+    """Qdrant's fusions (RRF with `RRF_K`, DBSF) of candidate lists that `best` ordered; unsorted.
 
     Fused here rather than in the engine: RRF scores ranks, and the engine ranks equal scores in
     its storage order, so only lists whose ties are already broken fuse alike everywhere.
@@ -98,7 +99,7 @@ def fuse(ranked_lists: Sequence[Sequence[Scored]], fusion: FusionMethod) -> list
         elif hits:
             for chunk_id, score in _dbsf_normalized(hits):
                 fused[chunk_id] += score
-    return best(fused.items(), len(fused))
+    return list(fused.items())
 
 
 class RankedSearch(ABC):
