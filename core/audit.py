@@ -226,9 +226,14 @@ class AuditLog:
             ]
             detail["support_score"] = answer.support_score
             detail["pii_answer"] = pii_kinds(answer.text)
-            # Each part's outcome; the part's words are the question's, kept (redacted) above.
+            # Each part's outcome; its words are the question's, redacted like it.
             detail["parts"] = [
-                {"status": p.status.value, "documents": p.documents, "passages": p.passages}
+                {
+                    "text": self._text(p.text),
+                    "status": p.status.value,
+                    "documents": p.documents,
+                    "passages": p.passages,
+                }
                 for p in answer.parts
             ]
         if error is not None:

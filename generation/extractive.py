@@ -114,7 +114,9 @@ class ExtractiveGenerator:
 def _spread(ranked: list[tuple[str, int]], limit: int) -> list[tuple[str, int]]:
     """The `limit` best sentences, taking each passage's best before any passage's second: an
     answer that cites two articles covers more of the question than two quotes of one."""
-    firsts, seconds, seen = [], [], set()
+    firsts: list[tuple[str, int]] = []
+    seconds: list[tuple[str, int]] = []
+    seen: set[int] = set()
     for sentence, number in ranked:
         (seconds if number in seen else firsts).append((sentence, number))
         seen.add(number)
