@@ -14,6 +14,7 @@ from core.catalog import Catalog, Job
 from core.db import make_engine, make_session_factory
 from core.injection import InjectionScreen, QuestionGuard
 from core.models import Principal, SearchMode
+from core.saved import SavedAnswers
 from core.settings import Settings
 from generation.base import Generator
 from generation.breaker import CircuitBreaker
@@ -42,6 +43,7 @@ class Services:
         self.catalog = Catalog(sessions)
         self.audit = AuditLog(sessions, redact_pii=settings.audit_redact_pii)
         self.keys = KeyStore(sessions, self.audit)
+        self.saved = SavedAnswers(sessions)
         self.store = open_vector_store(settings)
         self.embedder = embedder or Embedder.from_settings(settings)
 
@@ -146,7 +148,7 @@ class Services:
 
     def ingestor(self) -> Ingestor:
         return Ingestor.from_settings(
-            self.settings, self.store, self.catalog, self.embedder, self.audit
+            self.settings, self.store, self.catalog, self.embedder, self.audit, self.saved
         )
 
     @cached_property
