@@ -269,6 +269,7 @@ class TestMigrations:
         with legacy.begin() as connection:
             # As the catalog was before migrations existed: no injection screening yet.
             connection.execute(text("ALTER TABLE ingest_job_documents DROP COLUMN suspect_chunks"))
+            connection.execute(text("ALTER TABLE ingest_job_documents DROP COLUMN flagged_answers"))
             connection.execute(
                 text(
                     "INSERT INTO ingest_jobs (job_id, status, requested_by, created_at) "
