@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from api.cli.main import app as cli
 from api.main import create_app
 from core.models import Role
+from core.settings import get_settings
 from retrieval.embedder import Embedder
 from tests.helpers import EPRIVACY, SAMPLE, bearer, make_settings, new_key, services_for
 
@@ -223,3 +226,113 @@ def test_saved_answers_are_flagged_exactly_where_the_new_version_changed_them(
     assert sorted(replaced["detail"]["flagged_answers"]) == sorted(
         saved[name]["saved_id"] for name in expected_review
     )
+
+
+SECRET = "Zephyr"
+BOARD_QUESTION = "What did the board approve at its March meeting?"
+
+
+@pytest.fixture(scope="module")
+def restricted_dir(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Path:
+    """Record-keeping rules for everyone, and board minutes for the `board` group only."""
+    docs = tmp_path_factory.mktemp("docs")
+    (docs / "rules.md").write_text("# Record keeping\n\nA firm must keep records for six years.\n")
+    (docs / "board.md").write_text(
+        "# Board minutes\n\nThe board approved the Zephyr merger at its March meeting.\n"
+    )
+    (docs / "manifest.yaml").write_text("board.md: {access_groups: [board]}\n")
+    data_dir = tmp_path_factory.mktemp("saved-restricted")
+    with services_for(make_settings(data_dir), embedder) as services:
+        job = services.ingestor().run(sorted(docs.glob("*.md")))
+    assert [d.error for d in job.documents] == [None, None]
+    return data_dir
+
+
+@pytest.mark.integration
+def test_a_saved_answer_citing_a_restricted_document_never_reaches_an_outsider(
+    restricted_dir: Path,
+) -> None:
+    settings = make_settings(restricted_dir)
+    insider = bearer(new_key(settings, Role.ANALYST, ["public", "board"]))
+    colleague = bearer(new_key(settings, Role.ANALYST, ["public", "board"]))
+    outsider = bearer(new_key(settings, Role.ANALYST, ["public"]))
+    admin = bearer(new_key(settings, Role.ADMIN, ["public"]))
+    with TestClient(create_app(settings)) as client:
+        answer = client.post("/v1/query", json={"question": BOARD_QUESTION}, headers=insider)
+        assert any(c["document_id"] == "board" for c in answer.json()["citations"])
+        query_id = answer.json()["query_id"]
+        # Shared with a group the outsider is in: the cited document still keeps them out.
+        saved = client.post(
+            "/v1/saved",
+            json={"query_id": query_id, "title": "Merger", "shared_with": ["public"]},
+            headers=insider,
+        )
+        assert saved.status_code == 201 and SECRET in saved.text
+        saved_id = saved.json()["saved_id"]
+        shown = client.get(f"/v1/saved/{saved_id}", headers=colleague)
+        assert shown.status_code == 200 and SECRET in shown.text  # the rule lets members in
+        bodies = []
+        listed = client.get("/v1/saved", headers=outsider)
+        assert listed.status_code == 200 and listed.json()["total"] == 0
+        bodies.append(listed.text)
+        for path in (
+            f"/v1/saved/{saved_id}",
+            f"/v1/saved/{saved_id}/export",
+            f"/v1/saved/{saved_id}/export?format=html",
+        ):
+            refused = client.get(path, headers=outsider)
+            assert refused.status_code == 404, path
+            bodies.append(refused.text)
+        for refused in (
+            client.post(f"/v1/saved/{saved_id}/review", headers=outsider),
+            client.patch(f"/v1/saved/{saved_id}", json={"title": "x"}, headers=outsider),
+            client.delete(f"/v1/saved/{saved_id}", headers=outsider),
+            # Nor may they save someone else's answer.
+            client.post("/v1/saved", json={"query_id": query_id, "title": "x"}, headers=outsider),
+        ):
+            assert refused.status_code == 404
+            bodies.append(refused.text)
+        # Once the document is deleted, the groups it had when saved still apply.
+        client.delete("/v1/documents/board", headers=admin)
+        after_delete = client.get(f"/v1/saved/{saved_id}", headers=outsider)
+        bodies.append(after_delete.text)
+        kept = client.get(f"/v1/saved/{saved_id}", headers=insider).json()
+    leaked = [body for body in bodies if SECRET in body]
+    assert leaked == []
+    # Still hidden from the outsider; flagged for the insider.
+    assert after_delete.status_code == 404
+    assert kept["status"] == "needs_review"
+    board = next(c for c in kept["citations"] if c["document_id"] == "board")
+    assert board["check"]["status"] == "gone" and board["access_groups"] == ["board"]
+
+
+@pytest.mark.integration
+def test_the_cli_saves_lists_shows_exports_and_deletes(
+    restricted_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("REGULUS_DATA_DIR", str(restricted_dir))
+    get_settings.cache_clear()
+    runner = CliRunner(env={"COLUMNS": "200"})
+    try:
+        asked = runner.invoke(cli, ["ask", "How long must a firm keep records?"])
+        assert asked.exit_code == 0, asked.output
+        query_id = re.search(r"query (\d+)", asked.output).group(1)  # type: ignore[union-attr]
+        added = runner.invoke(cli, ["saved", "add", query_id, "--title", "Records", "--notes", "n"])
+        assert added.exit_code == 0, added.output
+        saved_id = added.output.split()[1].rstrip(":")
+        listed = runner.invoke(cli, ["saved", "list"])
+        assert saved_id in listed.output and "current" in listed.output
+        shown = runner.invoke(cli, ["saved", "show", saved_id])
+        assert "six years" in shown.output and "Record keeping" in shown.output
+        memo = tmp_path / "memo.html"
+        exported = runner.invoke(
+            cli, ["saved", "export", saved_id, "--format", "html", "-o", str(memo)]
+        )
+        assert exported.exit_code == 0 and "six years" in memo.read_text()
+        again = runner.invoke(cli, ["saved", "add", query_id, "--title", "x", "--groups", "x"])
+        assert again.exit_code == 2 and "no answered query" in again.output
+        assert runner.invoke(cli, ["saved", "delete", saved_id]).exit_code == 0
+        missing = runner.invoke(cli, ["saved", "show", saved_id])
+        assert missing.exit_code == 2 and "no saved answer" in missing.output
+    finally:
+        get_settings.cache_clear()
