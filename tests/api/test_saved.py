@@ -11,6 +11,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -73,7 +74,7 @@ def _article(section: str) -> str:
     return found.group(1) if found else ""
 
 
-def _ingest_upload(client: TestClient, admin: dict[str, str], path: Path) -> dict[str, Any]:
+def _ingest_upload(client: httpx.Client, admin: dict[str, str], path: Path) -> dict[str, Any]:
     """Upload a file as an admin would, and wait for the job to finish."""
     manifest = json.loads((SAMPLE / "manifest.json").read_text())
     files = [
