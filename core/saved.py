@@ -27,7 +27,7 @@ from difflib import SequenceMatcher
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, or_, select
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, selectinload, sessionmaker
 
 from core.audit import AuditEvent, AuditRow
@@ -302,11 +302,19 @@ class DocumentVersion:
         self.sections = words
         self._joined = {section: f" {' '.join(w)} " for section, w in words.items()}
         self._vocabulary = {section: set(w) for section, w in words.items()}
+        self._checked: dict[tuple[str, str, str], CitationCheck] = {}
 
     def check(self, citation: SavedCitationRow) -> CitationCheck:
         """Where the citation's saved text stands in this version."""
         if self.content_hash == citation.content_hash:
             return CitationCheck(status=CitationStatus.UNCHANGED)
+        # Saved answers cite the same passages over and over: each is looked up once.
+        key = (citation.content_hash, citation.section, citation.text)
+        if key not in self._checked:
+            self._checked[key] = self._look_up(citation)
+        return self._checked[key]
+
+    def _look_up(self, citation: SavedCitationRow) -> CitationCheck:
         cited = _words(citation.text)
         here = self._joined.get(citation.section)
         if here is not None and _contains(here, cited):
@@ -493,21 +501,50 @@ class SavedAnswers:
         self, document_id: str, content_hash: str | None, chunks: Sequence[Chunk]
     ) -> list[str]:
         """Re-check every saved citation of `document_id` against its new version (None and no
-        chunks: it was deleted); the ids of the saved answers this newly flagged for review."""
-        citing = select(SavedCitationRow.saved_id).where(
-            SavedCitationRow.document_id == document_id
-        )
-        flagged = []
+        chunks: it was deleted); the ids of the saved answers this newly flagged for review.
+
+        Only the citations are loaded; an answer is loaded when one of its citations now reads
+        differently than at the last check, to set its status and reasons.
+        """
         version = DocumentVersion(content_hash, chunks)
+        of_document = SavedCitationRow.document_id == document_id
         with self._sessions.begin() as session:
-            rows = session.scalars(
-                select(SavedAnswerRow)
-                .where(SavedAnswerRow.saved_id.in_(citing))
-                .options(selectinload(SavedAnswerRow.citations))
+            touched = {
+                citation.saved_id
+                for citation in session.scalars(select(SavedCitationRow).where(of_document))
+                if _recheck(citation, version)
+            }
+            session.flush()
+            session.execute(
+                update(SavedCitationRow)
+                .where(of_document)
+                .values(checked_hash=content_hash)
+                .execution_options(synchronize_session=False)
             )
-            for row in rows:
-                if _recheck(row, document_id, version):
-                    flagged.append(row.saved_id)
+            session.execute(
+                update(SavedAnswerRow)
+                .where(
+                    SavedAnswerRow.saved_id.in_(
+                        select(SavedCitationRow.saved_id).where(of_document)
+                    )
+                )
+                .values(checked_at=_now())
+                .execution_options(synchronize_session=False)
+            )
+            flagged = []
+            answers = session.scalars(
+                select(SavedAnswerRow)
+                .where(SavedAnswerRow.saved_id.in_(touched))
+                .options(selectinload(SavedAnswerRow.citations))
+                .order_by(SavedAnswerRow.saved_id)
+            )
+            for answer in answers:
+                answer.reasons = _reasons(answer)
+                answer.status = (
+                    SavedStatus.NEEDS_REVIEW if answer.reasons else SavedStatus.CURRENT
+                ).value
+                if answer.reasons:
+                    flagged.append(answer.saved_id)
         return flagged
 
     # reading the audit log
@@ -548,22 +585,12 @@ class SavedAnswers:
             return {target: detail["content_hash"] for target, detail in rows.tuples()}
 
 
-def _recheck(row: SavedAnswerRow, document_id: str, version: DocumentVersion) -> bool:
-    """Check the answer's citations of one document; True when that newly flags it."""
-    changed = False
-    for citation in row.citations:
-        if citation.document_id != document_id:
-            continue
-        check = version.check(citation)
-        new = (check.status.value, check.section, check.text)
-        if new != (citation.check_status, citation.now_section, citation.now_text):
-            citation.check_status, citation.now_section, citation.now_text = new
-            citation.diff = [segment.model_dump() for segment in check.diff]
-            changed = True
-        citation.checked_hash = version.content_hash
-    row.checked_at = _now()
-    if not changed:
+def _recheck(citation: SavedCitationRow, version: DocumentVersion) -> bool:
+    """Check one citation; True when it now reads differently than at the last check."""
+    check = version.check(citation)
+    new = (check.status.value, check.section, check.text)
+    if new == (citation.check_status, citation.now_section, citation.now_text):
         return False
-    row.reasons = _reasons(row)
-    row.status = (SavedStatus.NEEDS_REVIEW if row.reasons else SavedStatus.CURRENT).value
-    return bool(row.reasons)
+    citation.check_status, citation.now_section, citation.now_text = new
+    citation.diff = [segment.model_dump() for segment in check.diff]
+    return True
