@@ -275,7 +275,9 @@ class EvalRunList(BaseModel):
 
 
 class SaveRequest(BaseModel):
-    query_id: int = Field(ge=1, description="The `query_id` of one of your answered queries.")
+    query_id: int = Field(
+        ge=1, le=2**31 - 1, description="The `query_id` of one of your answered queries."
+    )
     title: str = Field(min_length=1, max_length=200)
     notes: str = Field(default="", max_length=10_000)
     shared_with: list[str] = Field(
