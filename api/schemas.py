@@ -20,6 +20,7 @@ from core.models import (
     Usage,
 )
 from core.pii import pii_kinds
+from core.saved import SavedAnswer, SavedStatus
 from eval.datasets import DatasetFormat
 from generation.pipeline import QueryResult
 
@@ -227,6 +228,9 @@ class JobDocumentOut(BaseModel):
     suspect_chunks: list[SuspectChunkOut] = Field(
         default_factory=list, description="Chunks the prompt-injection screen flagged."
     )
+    flagged_answers: int = Field(
+        default=0, description="Saved answers citing it that this job marked needs_review."
+    )
 
 
 class JobOut(BaseModel):
@@ -243,6 +247,9 @@ class JobOut(BaseModel):
     done: int
     counts: dict[str, int] = Field(description="Documents by status: ingested, unchanged, failed.")
     documents: list[JobDocumentOut]
+    flagged_answers: int = Field(
+        default=0, description="Saved answers the job marked needs_review (re-check them)."
+    )
 
     @classmethod
     def from_job(cls, job: Job) -> JobOut:
@@ -296,3 +303,63 @@ class EvalRunList(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+# saved answers
+
+
+class SaveRequest(BaseModel):
+    query_id: int = Field(
+        ge=1, le=2**31 - 1, description="The `query_id` of one of your answered queries."
+    )
+    title: str = Field(min_length=1, max_length=200)
+    notes: str = Field(default="", max_length=10_000)
+    shared_with: list[str] = Field(
+        default_factory=list, max_length=50, description="Groups (of yours) who may read it."
+    )
+
+
+class SavedUpdate(BaseModel):
+    """Only the fields given change; `shared_with` replaces the groups shared with."""
+
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    notes: str | None = Field(default=None, max_length=10_000)
+    shared_with: list[str] | None = Field(default=None, max_length=50)
+
+
+class SavedAnswerSummary(BaseModel):
+    """A saved answer as listed: its status and what it cites, without the texts."""
+
+    saved_id: str
+    title: str
+    owner: str
+    question: str
+    status: SavedStatus
+    reasons: list[str]
+    shared_with: list[str]
+    created_at: dt.datetime
+    checked_at: dt.datetime | None
+    reviewed_at: dt.datetime | None
+    documents: list[str] = Field(description="The documents it cites.")
+    citations: int
+
+    @classmethod
+    def from_saved(cls, answer: SavedAnswer) -> SavedAnswerSummary:
+        return cls(
+            **answer.model_dump(
+                include={
+                    "saved_id",
+                    "title",
+                    "owner",
+                    "question",
+                    "status",
+                    "reasons",
+                    "shared_with",
+                    "created_at",
+                    "checked_at",
+                    "reviewed_at",
+                }
+            ),
+            documents=sorted(answer.document_ids),
+            citations=len(answer.citations),
+        )

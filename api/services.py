@@ -14,6 +14,7 @@ from core.catalog import Catalog, Job
 from core.db import make_engine, make_session_factory
 from core.injection import InjectionScreen, QuestionGuard
 from core.models import Principal, SearchMode
+from core.saved import SavedAnswers
 from core.settings import Settings
 from generation.analysis import DocumentNames, QuestionAnalyzer
 from generation.base import Generator
@@ -43,6 +44,7 @@ class Services:
         self.catalog = Catalog(sessions)
         self.audit = AuditLog(sessions, redact_pii=settings.audit_redact_pii)
         self.keys = KeyStore(sessions, self.audit)
+        self.saved = SavedAnswers(sessions)
         self.store = open_vector_store(settings)
         self.embedder = embedder or Embedder.from_settings(settings)
         self._names: tuple[tuple[tuple[str, str, str], ...], DocumentNames] | None = None
@@ -157,7 +159,7 @@ class Services:
 
     def ingestor(self) -> Ingestor:
         return Ingestor.from_settings(
-            self.settings, self.store, self.catalog, self.embedder, self.audit
+            self.settings, self.store, self.catalog, self.embedder, self.audit, self.saved
         )
 
     @cached_property

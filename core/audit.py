@@ -49,6 +49,13 @@ class AuditEvent(enum.StrEnum):
     KEY_CREATED = "key.created"
     KEY_REVOKED = "key.revoked"
     DENIED = "auth.denied"
+    SAVED_CREATED = "saved.created"
+    SAVED_LISTED = "saved.listed"
+    SAVED_READ = "saved.read"
+    SAVED_EXPORTED = "saved.exported"
+    SAVED_UPDATED = "saved.updated"
+    SAVED_REVIEWED = "saved.reviewed"
+    SAVED_DELETED = "saved.deleted"
 
 
 class AuditRow(Base):

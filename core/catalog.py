@@ -80,6 +80,7 @@ class JobDocumentRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[float | None] = mapped_column(Float)
     suspect_chunks: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=list)
+    flagged_answers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class IndexSettingRow(Base):
@@ -122,6 +123,9 @@ class JobDocument(BaseModel):
     error: str | None
     duration_ms: float | None
     suspect_chunks: list[SuspectChunk] = Field(default_factory=list)
+    flagged_answers: int = Field(
+        default=0, description="Saved answers citing it that this job marked needs_review."
+    )
 
 
 class Job(BaseModel):
@@ -136,6 +140,9 @@ class Job(BaseModel):
     done: int
     counts: dict[str, int]
     documents: list[JobDocument]
+    flagged_answers: int = Field(
+        default=0, description="Saved answers the job marked needs_review, all documents."
+    )
 
 
 def _job_view(row: JobRow) -> Job:
@@ -148,6 +155,7 @@ def _job_view(row: JobRow) -> Job:
             error=d.error,
             duration_ms=d.duration_ms,
             suspect_chunks=[SuspectChunk.model_validate(s) for s in d.suspect_chunks or []],
+            flagged_answers=d.flagged_answers,
         )
         for d in row.documents
     ]
@@ -166,6 +174,7 @@ def _job_view(row: JobRow) -> Job:
         done=len(documents) - counts[DocumentStatus.PENDING.value],
         counts=counts,
         documents=documents,
+        flagged_answers=sum(document.flagged_answers for document in documents),
     )
 
 
@@ -251,6 +260,7 @@ class Catalog:
             row.error = outcome.error
             row.duration_ms = outcome.duration_ms
             row.suspect_chunks = [s.model_dump() for s in outcome.suspect_chunks]
+            row.flagged_answers = outcome.flagged_answers
 
     def finish_job(self, job_id: str, error: str | None = None) -> Job:
         with self._sessions.begin() as session:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from qdrant_client import models
@@ -27,6 +28,17 @@ from retrieval.store import VectorStore
 
 ProgressCallback = Callable[[JobDocument], None]
 UPSERT_BATCH = 256  # chunks written to the store together: bounds the store's request size
+
+
+class ChangeWatcher(Protocol):
+    """Told of every document a job stores or deletes, so that what cites it is re-checked
+    (saved answers: `core.saved.SavedAnswers`)."""
+
+    def document_changed(
+        self, document_id: str, content_hash: str | None, chunks: Sequence[Chunk]
+    ) -> list[str]:
+        """The document's version now (None, no chunks: deleted); returns what it flagged."""
+        ...
 
 
 def discover_files(paths: Iterable[Path]) -> Iterator[Path]:
@@ -98,6 +110,7 @@ class Ingestor:
         embed_group_chunks: int,
         injection_screen: InjectionScreen | None = None,
         injection_policy: InjectionPolicy = InjectionPolicy.QUARANTINE,
+        watcher: ChangeWatcher | None = None,
     ) -> None:
         if max_file_bytes < 1:
             raise ValueError("max_file_bytes must be positive")
@@ -114,6 +127,7 @@ class Ingestor:
         self._default_access_groups = default_access_groups
         self._max_file_bytes = max_file_bytes
         self._audit = audit
+        self._watcher = watcher
 
     @classmethod
     def from_settings(
@@ -123,6 +137,7 @@ class Ingestor:
         catalog: Catalog,
         embedder: Embedder,
         audit: AuditLog,
+        watcher: ChangeWatcher | None = None,
     ) -> Ingestor:
         special_tokens = 2  # the model's [CLS] and [SEP] count against what it reads
         chunk_tokens = min(settings.chunk_tokens, embedder.max_tokens - special_tokens)
@@ -142,6 +157,7 @@ class Ingestor:
             settings.embed_group_chunks,
             InjectionScreen(settings.injection_threshold),
             settings.injection_policy,
+            watcher,
         )
 
     def create_job(self, sources: list[str], requested_by: str) -> str:
@@ -325,6 +341,7 @@ class Ingestor:
                 ingested_at=dt.datetime.now(dt.UTC),
             )
         )
+        flagged = self._changed(document.document_id, document.content_hash, chunks)
         self._audit.append(
             AuditEvent.DOCUMENT_REPLACED if known else AuditEvent.DOCUMENT_ADDED,
             requested_by,
@@ -336,6 +353,7 @@ class Ingestor:
                 "previous_hash": known.content_hash if known else None,
                 "chunks": len(chunks),
                 "access_groups": document.access_groups,
+                "flagged_answers": flagged,
             },
         )
         return JobDocument(
@@ -346,7 +364,16 @@ class Ingestor:
             error=None,
             duration_ms=None,
             suspect_chunks=item.suspects,
+            flagged_answers=len(flagged),
         )
+
+    def _changed(
+        self, document_id: str, content_hash: str | None, chunks: list[Chunk]
+    ) -> list[str]:
+        """What the watcher flagged on this change (inside the job, after the catalog row)."""
+        if self._watcher is None:
+            return []
+        return self._watcher.document_changed(document_id, content_hash, chunks)
 
     def _screen_chunks(self, chunks: list[Chunk]) -> list[SuspectChunk]:
         """Mark chunks that read as instructions to the model; quarantine them by policy."""
@@ -378,11 +405,16 @@ class Ingestor:
         self._catalog.forget_document(document_id)
         deleted = known is not None or removed > 0
         if deleted:
+            flagged = self._changed(document_id, None, [])
             self._audit.append(
                 AuditEvent.DOCUMENT_DELETED,
                 actor,
                 target=document_id,
-                detail={"chunks": removed, "content_hash": known.content_hash if known else None},
+                detail={
+                    "chunks": removed,
+                    "content_hash": known.content_hash if known else None,
+                    "flagged_answers": flagged,
+                },
             )
         return deleted
 

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from api.cli.admin import audit_app, bootstrap_admin_key, cli_actor, keys_app
 from api.cli.eval import app as eval_app
+from api.cli.saved import app as saved_app
 from api.services import Services
 from core.catalog import Job, JobDocument, JobStatus
 from core.injection import PromptInjectionError
@@ -28,6 +29,7 @@ app = typer.Typer(help="Regulus: cited answers from regulatory documents.", no_a
 app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(saved_app, name="saved")
 console = Console(soft_wrap=True)  # quotes stay whole lines, easy to copy
 
 
@@ -71,6 +73,7 @@ def _run_job(services: Services, files: list[Path], run: Callable[..., Job]) -> 
     console.print(
         f"job {job.job_id}: {job.status.value}; {counts['ingested']} ingested, "
         f"{counts['unchanged']} unchanged, {counts['failed']} failed; "
+        f"{job.flagged_answers} saved answers flagged for review; "
         f"{services.store.count()} chunks in the store"
     )
     return job
@@ -279,6 +282,7 @@ def ask(
     console.print(
         f"[dim]model: {result.answer.model}{cost}"
         + (f" · support {support:.0%}" if support is not None else "")
+        + (f" · query {result.query_id}" if result.query_id else "")
         + "[/dim]",
         highlight=False,
     )

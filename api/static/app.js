@@ -63,6 +63,7 @@ function showSignedIn() {
   $("signin-fields").hidden = signedIn;
   $("signout-button").hidden = !signedIn;
   $("signin-status").textContent = signedIn ? "Signed in" : "Not signed in";
+  document.dispatchEvent(new CustomEvent("regulus:signed-in", { detail: { signedIn } }));
 }
 
 async function signIn(event) {
@@ -402,6 +403,7 @@ function renderAnswer(response) {
   $("meta").textContent = meta.join(" · ");
   setBusy(false, refused ? "Not answered" : "Answered");
   loadHistory();
+  document.dispatchEvent(new CustomEvent("regulus:answer", { detail: response }));
 }
 
 function renderSources(passages, cited, heading) {

@@ -9,7 +9,8 @@ from sqlalchemy import Connection
 # The modules that define tables, imported so that Base.metadata knows them all.
 import core.audit
 import core.auth
-import core.catalog  # noqa: F401
+import core.catalog
+import core.saved  # noqa: F401
 from core.db import Base, database_url
 from core.settings import get_settings
 

@@ -269,6 +269,7 @@ class TestMigrations:
         with legacy.begin() as connection:
             # As the catalog was before migrations existed: no injection screening yet.
             connection.execute(text("ALTER TABLE ingest_job_documents DROP COLUMN suspect_chunks"))
+            connection.execute(text("ALTER TABLE ingest_job_documents DROP COLUMN flagged_answers"))
             connection.execute(
                 text(
                     "INSERT INTO ingest_jobs (job_id, status, requested_by, created_at) "
@@ -284,7 +285,7 @@ class TestMigrations:
             )
             with engine.connect() as connection:
                 assert connection.scalar(text("SELECT job_id FROM ingest_jobs")) == "j1"
-                assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0004"
+                assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0006"
             log = AuditLog(make_session_factory(engine))
             log.append(AuditEvent.JOB_CREATED, "cli")
             assert log.verify().ok
