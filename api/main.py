@@ -14,7 +14,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.deps import AUTH_ERRORS
 from api.limits import V1_ERROR_RESPONSES, RateLimited, install_limits
 from api.metrics import install_metrics
-from api.routes import audit, documents, eval, health, history, ingest, keys, query, usage, web
+from api.routes import (
+    audit,
+    documents,
+    eval,
+    health,
+    history,
+    ingest,
+    keys,
+    query,
+    usage,
+    verify,
+    web,
+)
 from api.schemas import ErrorDetail, ErrorResponse, ModelUnavailableResponse, PassageOut
 from api.services import Services
 from core.settings import Settings, get_settings
@@ -70,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(web.router)
     # history before query: /v1/query/history is its own path.
-    for router in (history, query, documents, ingest, keys, audit, usage, eval):
+    for router in (history, query, verify, documents, ingest, keys, audit, usage, eval):
         app.include_router(
             router.router,
             dependencies=[RateLimited],

@@ -5,13 +5,22 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from core.auth import ApiKey
 from core.catalog import DocumentRecord, DocumentStatus, Job, JobStatus
-from core.models import AnswerSentence, ModelChoice, RetrievedChunk, Role, SearchFilters, Usage
+from core.models import (
+    AnswerSentence,
+    ModelChoice,
+    RetrievedChunk,
+    Role,
+    SearchFilters,
+    SupportCheck,
+    Usage,
+)
 from core.pii import pii_kinds
 from eval.datasets import DatasetFormat
+from generation.drafts import DraftVerdict
 from generation.pipeline import QueryResult
 
 
@@ -81,6 +90,12 @@ class SentenceOut(BaseModel):
     citations: list[int] = Field(description="Passage numbers the sentence rests on.")
     support: float | None = Field(description="Support probability; null: not verified.")
     supported: bool | None
+    check: SupportCheck | None = Field(
+        default=None,
+        description="What decided: quoted (verbatim, no model call), model, or the check that "
+        "found a mismatch (quantity, modality, exception, actor, reference).",
+    )
+    reason: str | None = Field(default=None, description="Why the sentence is not supported.")
 
     @classmethod
     def from_sentence(cls, sentence: AnswerSentence) -> SentenceOut:
@@ -262,3 +277,42 @@ class EvalRunList(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class DraftSentenceIn(BaseModel):
+    text: str = Field(min_length=1, max_length=2000, description="A sentence of the draft.")
+    document_id: str | None = Field(
+        default=None, max_length=200, description="Check it against this document only."
+    )
+    section: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="With document_id: check it against this section (e.g. 'Article 33').",
+    )
+
+    @model_validator(mode="after")
+    def _section_needs_document(self) -> DraftSentenceIn:
+        if self.section is not None and self.document_id is None:
+            raise ValueError("a section needs its document_id")
+        return self
+
+
+class VerifyRequest(BaseModel):
+    sentences: list[DraftSentenceIn] = Field(min_length=1, max_length=50)
+
+
+class VerifiedSentenceOut(SentenceOut):
+    passages: list[PassageOut] = Field(
+        description="What the sentence was checked against; citations number into this list."
+    )
+
+    @classmethod
+    def from_verdict(cls, verdict: DraftVerdict) -> VerifiedSentenceOut:
+        sentence = SentenceOut.from_sentence(verdict.sentence)
+        return cls(**sentence.model_dump(), passages=PassageOut.from_results(verdict.passages))
+
+
+class VerifyResponse(BaseModel):
+    sentences: list[VerifiedSentenceOut]
+    support_score: float = Field(description="Share of the sentences found supported.")

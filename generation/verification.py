@@ -324,7 +324,7 @@ def quoted_in(claim: str, cited: list[int], passages: list[RetrievedChunk]) -> i
     The span must have five words or more, and the passage must not go on with a negation or a
     condition: "The controller shall notify" out of "... shall notify only if" is not the rule.
     """
-    words = claim.split()
+    words = claim.rstrip(".;:, ").split()  # a quote may end where the passage goes on
     if len(words) < 5:
         return None
     span = " ".join(words)
