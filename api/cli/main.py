@@ -293,7 +293,11 @@ def verify(
     ] = None,
     file: Annotated[
         Path | None,
-        typer.Option(help='A JSON draft: {"sentences": [{"text", "document_id", "section"}]}.'),
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help='A JSON draft: {"sentences": [{"text", "document_id", "section"}]}.',
+        ),
     ] = None,
     groups: Annotated[
         str | None, typer.Option(help="Check as a member of these groups (comma-separated).")
