@@ -25,6 +25,7 @@ from api.routes import (
     query,
     saved,
     usage,
+    verify,
     web,
 )
 from api.schemas import ErrorDetail, ErrorResponse, ModelUnavailableResponse, PassageOut
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(web.router)
     # history before query: /v1/query/history is its own path.
-    for router in (history, query, documents, ingest, keys, audit, usage, eval, saved):
+    for router in (history, query, verify, documents, ingest, keys, audit, usage, eval, saved):
         app.include_router(
             router.router,
             dependencies=[RateLimited],

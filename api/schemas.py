@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from core.auth import ApiKey
 from core.catalog import DocumentRecord, DocumentStatus, Job, JobStatus
@@ -17,11 +17,13 @@ from core.models import (
     RetrievedChunk,
     Role,
     SearchFilters,
+    SupportCheck,
     Usage,
 )
 from core.pii import pii_kinds
 from core.saved import SavedAnswer, SavedStatus
 from eval.datasets import DatasetFormat
+from generation.drafts import DraftVerdict
 from generation.pipeline import QueryResult
 
 
@@ -94,6 +96,12 @@ class SentenceOut(BaseModel):
     part: int | None = Field(
         default=None, description="The question part (1-based, see `parts`) it answers."
     )
+    check: SupportCheck | None = Field(
+        default=None,
+        description="What decided: quoted (verbatim, no model call), model, or the check that "
+        "found a mismatch (quantity, modality, exception, actor, reference).",
+    )
+    reason: str | None = Field(default=None, description="Why the sentence is not supported.")
 
     @classmethod
     def from_sentence(cls, sentence: AnswerSentence) -> SentenceOut:
@@ -363,3 +371,42 @@ class SavedAnswerSummary(BaseModel):
             documents=sorted(answer.document_ids),
             citations=len(answer.citations),
         )
+
+
+class DraftSentenceIn(BaseModel):
+    text: str = Field(min_length=1, max_length=2000, description="A sentence of the draft.")
+    document_id: str | None = Field(
+        default=None, max_length=200, description="Check it against this document only."
+    )
+    section: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="With document_id: check it against this section (e.g. 'Article 33').",
+    )
+
+    @model_validator(mode="after")
+    def _section_needs_document(self) -> DraftSentenceIn:
+        if self.section is not None and self.document_id is None:
+            raise ValueError("a section needs its document_id")
+        return self
+
+
+class VerifyRequest(BaseModel):
+    sentences: list[DraftSentenceIn] = Field(min_length=1, max_length=50)
+
+
+class VerifiedSentenceOut(SentenceOut):
+    passages: list[PassageOut] = Field(
+        description="What the sentence was checked against; citations number into this list."
+    )
+
+    @classmethod
+    def from_verdict(cls, verdict: DraftVerdict) -> VerifiedSentenceOut:
+        sentence = SentenceOut.from_sentence(verdict.sentence)
+        return cls(**sentence.model_dump(), passages=PassageOut.from_results(verdict.passages))
+
+
+class VerifyResponse(BaseModel):
+    sentences: list[VerifiedSentenceOut]
+    support_score: float = Field(description="Share of the sentences found supported.")

@@ -48,6 +48,23 @@ class UnsupportedPolicy(enum.StrEnum):
     DROP = "drop"  # removed from the answer
 
 
+class SupportCheck(enum.StrEnum):
+    """What decided a sentence's verdict in verification.
+
+    `quoted`: a verbatim span of the passage it cites, supported without a model call; `model`:
+    the support model's score against the threshold, the deterministic checks finding nothing;
+    the others: the deterministic check that found the sentence at odds with its passage.
+    """
+
+    QUOTED = "quoted"
+    MODEL = "model"
+    QUANTITY = "quantity"
+    MODALITY = "modality"
+    EXCEPTION = "exception"
+    ACTOR = "actor"
+    REFERENCE = "reference"
+
+
 class EmbedBackend(enum.StrEnum):
     """How the embedding model runs: PyTorch, or an ONNX export of it (fp32 or int8 weights)."""
 
@@ -150,6 +167,10 @@ class AnswerSentence(BaseModel):
         default=None, description="Support probability from the verifier; None: not verified."
     )
     supported: bool | None = None
+    check: SupportCheck | None = Field(default=None, description="What decided the verdict.")
+    reason: str | None = Field(
+        default=None, description="Why it is unsupported, e.g. 'duration 48 hours not in ...'."
+    )
     part: int | None = Field(
         default=None, description="The question part (1-based) the sentence answers."
     )

@@ -22,9 +22,10 @@ import torch
 from sentence_transformers import CrossEncoder
 from transformers.utils import logging as transformers_logging
 
-from core.models import Answer, AnswerSentence, RetrievedChunk, UnsupportedPolicy
+from core.models import Answer, AnswerSentence, RetrievedChunk, SupportCheck, UnsupportedPolicy
 from core.settings import BUILTIN_RERANKER, LLM_JUDGE, Settings
-from generation.citations import citations_for, cited_numbers, split_sentences, strip_markers
+from generation.checks import Evidence, FactChecker, Mismatch
+from generation.citations import cite, cited_numbers, split_sentences, strip_markers
 from retrieval.embedder import resolve_model_location
 
 transformers_logging.set_verbosity_error()
@@ -165,9 +166,14 @@ class LLMJudgeVerifier:
 class CitationVerifier:
     """Checks every answer sentence against the passages it cites and re-attributes or flags it.
 
-    All (sentence, passage window) pairs go to the judge in one call: a sentence is scored against
-    every retrieved passage, so that a wrong citation can be moved to the passage that backs it.
-    Long passages are cut into windows of whole sentences that fit the model's input.
+    The sentences are the generator's (`answer.sentences`, each with its citations); an answer
+    without them is split into sentences at its [n] markers. A sentence that is a verbatim span of
+    a passage is supported without a model call (`check="quoted"`). The others are scored against
+    every retrieved passage in one judge call (long passages cut into windows of whole sentences
+    that fit the model's input) and checked by the `FactChecker`: a sentence is supported by its
+    cited passages when the best of them scores at or above `threshold` and the checks find
+    nothing it states that they contradict or lack. An unsupported sentence moves to the
+    best-scoring other passage that passes both, when `reattribute` is on.
     """
 
     def __init__(
@@ -176,62 +182,173 @@ class CitationVerifier:
         unsupported: UnsupportedPolicy = UnsupportedPolicy.FLAG,
         reattribute: bool = True,
         window_words: int = 150,
+        checker: FactChecker | None = None,
+        threshold: float | None = None,
     ) -> None:
         if window_words < 20:
             raise ValueError("window_words must be at least 20")
+        if threshold is not None and not 0.0 < threshold < 1.0:
+            raise ValueError("threshold must be between 0 and 1")
         self.judge = judge
         self.unsupported = UnsupportedPolicy(unsupported)
         self.reattribute = reattribute
         self.window_words = window_words
+        self.checker = checker
+        self.threshold = judge.threshold if threshold is None else threshold
 
     def run(self, answer: Answer, passages: list[RetrievedChunk]) -> Answer:
         if answer.refused or not answer.text.strip():
             return answer
-        raw = split_sentences(answer.text)
-        claims = [strip_markers(sentence).strip(_QUOTES + " ") for sentence in raw]
-        windows = [passage_windows(p.chunk.text, self.window_words) for p in passages]
-        owners = [n for n, texts in enumerate(windows, start=1) for _ in texts]
-        flat = [text for texts in windows for text in texts]
-        scores = np.zeros((len(claims), len(passages)))
-        if flat:
-            values = self.judge.score([(claim, text) for claim in claims for text in flat])
-            grid = np.asarray(values, dtype=np.float64).reshape(len(claims), len(flat))
-            for column, n in enumerate(owners):
-                scores[:, n - 1] = np.maximum(scores[:, n - 1], grid[:, column])
-        threshold = self.judge.threshold
-        verified: list[tuple[str, AnswerSentence]] = []
-        for row, (sentence, claim) in enumerate(zip(raw, claims, strict=True)):
-            cited = [n for n in cited_numbers(sentence) if 1 <= n <= len(passages)]
-            backing = [n for n in cited if scores[row, n - 1] >= threshold]
-            if not backing and self.reattribute and len(passages):
-                best = int(np.argmax(scores[row])) + 1
-                if scores[row, best - 1] >= threshold:
-                    backing = [best]
-            kept = backing or cited
-            support = float(max((scores[row, n - 1] for n in kept), default=0.0))
-            verified.append(
-                (
-                    claim,
-                    AnswerSentence(
-                        text=claim, citations=kept, support=support, supported=bool(backing)
-                    ),
-                )
-            )
-        supported = sum(1 for _, s in verified if s.supported)
-        if self.unsupported is UnsupportedPolicy.DROP:
-            verified = [(claim, s) for claim, s in verified if s.supported]
-        text = " ".join(
-            f"{quoted(claim, answer.text)} {''.join(f'[{n}]' for n in s.citations)}".strip()
-            for claim, s in verified
+        given = bool(answer.sentences)
+        sentences = answer.sentences if given else resplit(answer.text)
+        claims = [claim_of(sentence.text) for sentence in sentences]
+        cited = [[n for n in s.citations if 1 <= n <= len(passages)] for s in sentences]
+        quotes = [quoted_in(c, numbers, passages) for c, numbers in zip(claims, cited, strict=True)]
+        to_score = [row for row, quote in enumerate(quotes) if quote is None]
+        scores = self.scores([claims[row] for row in to_score], passages)
+        verified = []
+        for row, sentence in enumerate(sentences):
+            quote = quotes[row]
+            if quote is not None:
+                update = verdict(cited[row] if quote in cited[row] else [quote], 1.0, True)
+                update["check"] = SupportCheck.QUOTED
+            else:
+                update = self.decide(claims[row], cited[row], scores[to_score.index(row)], passages)
+            verified.append(sentence.model_copy(update=update))
+        supported = sum(1 for s in verified if s.supported)
+        kept = [s for s in verified if s.supported or self.unsupported is UnsupportedPolicy.FLAG]
+        unchanged = len(kept) == len(sentences) and all(
+            after.citations == before.citations
+            for after, before in zip(verified, sentences, strict=True)
         )
+        if given and unchanged:
+            text, citations = answer.text, answer.citations
+        else:
+            text = render(kept, answer.text)
+            citations = cite([(claim_of(s.text), s.citations) for s in kept], passages)
         return answer.model_copy(
             update={
                 "text": text,
-                "citations": citations_for(text, passages),
-                "sentences": [s for _, s in verified],
-                "support_score": supported / len(raw) if raw else None,
+                "citations": citations,
+                "sentences": kept,
+                "support_score": supported / len(sentences) if sentences else None,
             }
         )
+
+    def scores(self, claims: list[str], passages: list[RetrievedChunk]) -> np.ndarray:
+        """The judge's support of each claim by each passage: its best window's score."""
+        windows = [passage_windows(p.chunk.text, self.window_words) for p in passages]
+        owners = [n for n, texts in enumerate(windows) for _ in texts]
+        flat = [text for texts in windows for text in texts]
+        scores = np.zeros((len(claims), len(passages)))
+        if flat and claims:
+            values = self.judge.score([(claim, text) for claim in claims for text in flat])
+            grid = np.asarray(values, dtype=np.float64).reshape(len(claims), len(flat))
+            for column, n in enumerate(owners):
+                scores[:, n] = np.maximum(scores[:, n], grid[:, column])
+        return scores
+
+    def decide(
+        self, claim: str, cited: list[int], scores: np.ndarray, passages: list[RetrievedChunk]
+    ) -> dict[str, object]:
+        """The verdict fields of one scored sentence: citations, support, check and reason."""
+        threshold = self.threshold
+        mismatch = self.mismatch(claim, cited, passages) if cited else None
+        backing = [n for n in cited if scores[n - 1] >= threshold] if mismatch is None else []
+        if not backing and self.reattribute:
+            for n in np.argsort(-scores, kind="stable") + 1:
+                if scores[n - 1] < threshold:
+                    break
+                if n not in cited and self.mismatch(claim, [int(n)], passages) is None:
+                    backing = [int(n)]
+                    break
+        kept = backing or cited
+        support = float(max((scores[n - 1] for n in kept), default=0.0))
+        if backing:
+            return verdict(kept, support, True)
+        if mismatch is None and not cited and len(scores) and scores.max() >= threshold:
+            # nothing cited, and every passage the judge finds backing fails a check: say why
+            best = int(np.argmax(scores)) + 1
+            mismatch = self.mismatch(claim, [best], passages)
+        if mismatch is not None:
+            return verdict(kept, support, False, mismatch.kind, mismatch.reason)
+        what = "the cited passage does not" if cited else "no passage"
+        reason = f"{what} back it (support {support:.2f} < {threshold:.2f})"
+        return verdict(kept, support, False, reason=reason)
+
+    def mismatch(
+        self, claim: str, numbers: list[int], passages: list[RetrievedChunk]
+    ) -> Mismatch | None:
+        if self.checker is None:
+            return None
+        return self.checker.run(claim, Evidence.of(passages[n - 1].chunk for n in numbers))
+
+
+def verdict(
+    citations: list[int],
+    support: float,
+    supported: bool,
+    check: SupportCheck = SupportCheck.MODEL,
+    reason: str | None = None,
+) -> dict[str, object]:
+    """The AnswerSentence fields verification sets; the generator's other fields stay."""
+    return {
+        "citations": citations,
+        "support": support,
+        "supported": supported,
+        "check": check,
+        "reason": reason,
+    }
+
+
+def resplit(text: str) -> list[AnswerSentence]:
+    """The sentences of an answer that came without them, each with the [n] it cites."""
+    return [
+        AnswerSentence(text=strip_markers(raw), citations=cited_numbers(raw))
+        for raw in split_sentences(text)
+    ]
+
+
+def claim_of(text: str) -> str:
+    """What a sentence claims: its text without [n] markers nor the quotes around a quote."""
+    return strip_markers(text).strip(_QUOTES + " ")
+
+
+# A verbatim span followed by these words says less than the passage, or the opposite.
+_CONTINUES = re.compile(r"\s*(?:,\s*)?(?:not|unless|except|save|provided|only|if|where)\b", re.I)
+
+
+def quoted_in(claim: str, cited: list[int], passages: list[RetrievedChunk]) -> int | None:
+    """The passage (a cited one first) the claim is a verbatim span of, if any.
+
+    The span must have five words or more, and the passage must not go on with a negation or a
+    condition: "The controller shall notify" out of "... shall notify only if" is not the rule.
+    """
+    words = claim.rstrip(".;:, ").split()  # a quote may end where the passage goes on
+    if len(words) < 5:
+        return None
+    span = " ".join(words)
+    others = [n for n in range(1, len(passages) + 1) if n not in cited]
+    for n in [*cited, *others]:
+        text = " ".join(passages[n - 1].chunk.text.split())
+        at = text.find(span)
+        while at >= 0:
+            end = at + len(span)
+            bounded = (at == 0 or not text[at - 1].isalnum()) and (
+                end == len(text) or not text[end].isalnum()
+            )
+            if bounded and not _CONTINUES.match(text, end):
+                return n
+            at = text.find(span, at + 1)
+    return None
+
+
+def render(sentences: list[AnswerSentence], original: str) -> str:
+    """The answer text: each sentence as the answer showed it, then its [n] markers."""
+    return " ".join(
+        f"{quoted(claim_of(s.text), original)} {''.join(f'[{n}]' for n in s.citations)}".strip()
+        for s in sentences
+    )
 
 
 def quoted(claim: str, original: str) -> str:
@@ -280,4 +397,4 @@ def load_verifier(settings: Settings) -> CitationVerifier | None:
             DEFAULT_SUPPORT_MODEL if builtin else settings.verifier,
             threshold=settings.support_threshold,
         )
-    return CitationVerifier(judge, unsupported=settings.unsupported)
+    return CitationVerifier(judge, unsupported=settings.unsupported, checker=FactChecker())

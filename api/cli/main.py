@@ -1,7 +1,8 @@
-"""The `regulus` command line: ingest, ask, serve."""
+"""The `regulus` command line: ingest, ask, verify, serve."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from core.catalog import Job, JobDocument, JobStatus
 from core.injection import PromptInjectionError
 from core.models import Answer, ModelChoice, PartStatus, Principal, SearchFilters
 from core.settings import get_settings
+from generation.drafts import DraftNotFoundError, DraftSentence, DraftVerifier
 from generation.pipeline import AnswerUnavailableError
 from ingest.manifest import Manifest
 from ingest.pipeline import discover_files
@@ -305,6 +307,82 @@ def _print_parts(answer: Answer) -> None:
         for sentence in (s for s in answer.sentences if s.part == number):
             marks = "".join(f"[{n}]" for n in sentence.citations)
             console.print(f"  {sentence.text} {marks}", highlight=False, markup=False)
+
+
+@app.command()
+def verify(
+    sentences: Annotated[
+        list[str] | None, typer.Argument(help="Sentences of the draft (or use --file).")
+    ] = None,
+    document: Annotated[str | None, typer.Option(help="Check against this document.")] = None,
+    section: Annotated[
+        str | None, typer.Option(help="With --document: against this section ('Article 33').")
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help='A JSON draft: {"sentences": [{"text", "document_id", "section"}]}.',
+        ),
+    ] = None,
+    groups: Annotated[
+        str | None, typer.Option(help="Check as a member of these groups (comma-separated).")
+    ] = None,
+) -> None:
+    """Check a draft's sentences against the documents; exit 1 when one is not supported."""
+    try:
+        drafts = [DraftSentence(text, document, section) for text in sentences or []]
+        if file is not None:
+            body = json.loads(file.read_text(encoding="utf-8"))
+            drafts += [
+                DraftSentence(s["text"], s.get("document_id"), s.get("section"))
+                for s in body["sentences"]
+            ]
+    except (ValueError, KeyError, TypeError) as error:
+        console.print(f"[red]error:[/red] not a draft: {error}")
+        raise typer.Exit(2) from error
+    if not drafts:
+        console.print("[red]error:[/red] give sentences or --file")
+        raise typer.Exit(2)
+    services = _services()
+    services.serve_queries()
+    principal = Principal(
+        subject=cli_actor(),
+        groups=services.settings.anonymous_groups
+        if groups is None
+        else [g.strip() for g in groups.split(",") if g],
+    )
+    try:
+        if services.verifier is None:
+            console.print("[red]error:[/red] verification is off (set REGULUS_VERIFIER)")
+            raise typer.Exit(2)
+        checker = DraftVerifier(
+            services.verifier,
+            services.retriever(),
+            services.store,
+            services.embedder,
+            services.catalog,
+        )
+        verdicts = checker.run(drafts, principal)
+    except DraftNotFoundError as error:
+        console.print(f"[red]not found:[/red] {error}")
+        raise typer.Exit(2) from error
+    finally:
+        services.close()
+    for verdict in verdicts:
+        sentence = verdict.sentence
+        support = f"{sentence.support:.0%}" if sentence.support is not None else "—"
+        mark = "[green]supported[/green]" if sentence.supported else "[yellow]unsupported[/yellow]"
+        console.print(f"{mark} ({sentence.check}, support {support}): {sentence.text}")
+        if sentence.reason:
+            console.print(f"    why: {sentence.reason}", highlight=False)
+        for n in sentence.citations:
+            chunk = verdict.passages[n - 1].chunk
+            path = chunk.section_path or chunk.section
+            console.print(f"    [{n}] {chunk.document_title} — {path}", style="dim")
+    if not all(v.sentence.supported for v in verdicts):
+        raise typer.Exit(1)
 
 
 @app.command()

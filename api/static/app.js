@@ -329,6 +329,8 @@ function renderSentence(sentence) {
       " ",
       el("span", { class: "badge warn" }, el("span", { "aria-hidden": "true", text: "⚠" }), ` Not supported by the cited passage${score}`),
     );
+    // Why, when a check found it: "duration 48 hours not in the cited passage (it says 72 hours)".
+    if (sentence.reason) node.append(" ", el("span", { class: "reason" }, sentence.reason));
   }
   return node;
 }

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,28 @@ class TestCli:
         result = runner.invoke(app, ["ask", question], env={"COLUMNS": "200"})
         assert result.exit_code == 2
         assert "refused:" in result.output and "override_instructions" in result.output
+
+    def test_verify_checks_a_draft_and_exits_1_on_a_flagged_sentence(
+        self, runner: CliRunner, tmp_path: Path
+    ) -> None:
+        right = "The controller must notify the supervisory authority within 72 hours."
+        args = ["verify", right, "--document", "gdpr", "--section", "Article 33"]
+        result = runner.invoke(app, args, env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith("supported")
+        assert "Article 33 — Notification of a personal data breach" in result.output
+        draft = tmp_path / "draft.json"
+        wrong = {"text": right.replace("72", "48"), "document_id": "gdpr", "section": "Article 33"}
+        draft.write_text(json.dumps({"sentences": [wrong]}))
+        result = runner.invoke(app, ["verify", "--file", str(draft)], env={"COLUMNS": "200"})
+        assert result.exit_code == 1, result.output
+        assert "why: duration 48 hours not in the cited passage (it says 72 hours)" in result.output
+
+    def test_verify_names_what_is_missing(self, runner: CliRunner) -> None:
+        result = runner.invoke(app, ["verify", "Anything.", "--document", "nope"])
+        assert result.exit_code == 2 and "no document 'nope'" in result.output
+        result = runner.invoke(app, ["verify", "Anything.", "--section", "Article 33"])
+        assert result.exit_code == 2 and "a section needs its document_id" in result.output
 
     def test_ingest_skips_unchanged_documents(self, runner: CliRunner) -> None:
         from tests.helpers import EPRIVACY

@@ -217,6 +217,8 @@ class TestAnalystPageInChromium:
                     "citations": [2],
                     "support": 0.12,
                     "supported": False,
+                    "check": "quantity",
+                    "reason": "amount unlimited not in the cited passage (it says EUR 20 000 000)",
                 },
             ],
             "support_score": 0.5,
@@ -234,6 +236,9 @@ class TestAnalystPageInChromium:
         assert unsupported.count() == 1
         assert "Fines are unlimited." in unsupported.inner_text()
         assert "Not supported by the cited passage (support 12%)" in unsupported.inner_text()
+        reason = unsupported.locator(".reason")
+        assert reason.inner_text().startswith("amount unlimited not in the cited passage")
+        assert page.locator("#answer .sentence:not(.unsupported) .reason").count() == 0
         assert page.inner_text("#support").startswith("Verified support: 50%")
         assert "email" in page.inner_text("#pii")
         assert "812 prompt + 40 completion tokens" in page.inner_text("#meta")

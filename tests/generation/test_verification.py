@@ -9,19 +9,22 @@ from pathlib import Path
 import pytest
 
 from api.services import Services
-from core.models import Answer, RetrievedChunk, UnsupportedPolicy
+from core.models import Answer, AnswerSentence, RetrievedChunk, SupportCheck, UnsupportedPolicy
 from eval.training.train_support import perturb, tagged_sentences
+from generation.checks import FactChecker
 from generation.citations import citations_for
+from generation.drafts import DraftNotFoundError, DraftSentence, DraftVerifier
 from generation.prompt import NOT_COVERED
 from generation.verification import (
     CitationVerifier,
     CrossEncoderSupportJudge,
     LLMJudgeVerifier,
     passage_windows,
+    quoted_in,
 )
 from retrieval.embedder import Embedder
 from tests.helpers import BREACH_PASSAGES as PASSAGES
-from tests.helpers import BREACH_QUESTION, make_settings, services_for
+from tests.helpers import BREACH_QUESTION, make_settings, retrieved, services_for
 
 SUPPORTED = (
     "The controller must notify a personal data breach to the supervisory authority "
@@ -99,6 +102,98 @@ class TestCitationVerifier:
         assert windows[0].endswith("Sentence number 7 says something.")
 
 
+class CountingJudge:
+    """The real judge, counting the pairs it is asked to score."""
+
+    def __init__(self, judge: CrossEncoderSupportJudge) -> None:
+        self.judge = judge
+        self.pairs = 0
+        self.name = judge.name
+        self.threshold = judge.threshold
+
+    def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        self.pairs += len(pairs)
+        return self.judge.score(pairs)
+
+
+class TestCheckedVerification:
+    """The verifier with the deterministic checks beside the support model."""
+
+    def test_a_changed_duration_is_unsupported_with_its_reason(
+        self, judge: CrossEncoderSupportJudge
+    ) -> None:
+        wrong = SUPPORTED.replace("72 hours", "48 hours")
+        answer = answer_citing(f"{SUPPORTED} [1] {wrong} [1]", PASSAGES)
+        verified = CitationVerifier(judge, checker=FactChecker()).run(answer, PASSAGES)
+        right, changed = verified.sentences
+        assert (right.supported, right.check, right.reason) == (True, SupportCheck.MODEL, None)
+        assert changed.supported is False and changed.check is SupportCheck.QUANTITY
+        assert changed.reason == "duration 48 hours not in the cited passage (it says 72 hours)"
+        assert changed.citations == [1]  # no other passage passes the checks either
+        # Without the checks, today's verifier: the model alone.
+        unchecked = CitationVerifier(judge).run(answer, PASSAGES).sentences[1]
+        assert unchecked.check is SupportCheck.MODEL
+
+    def test_a_low_score_says_so(self, judge: CrossEncoderSupportJudge) -> None:
+        answer = answer_citing("Encryption keeps stored backups unreadable. [1]", PASSAGES)
+        (sentence,) = CitationVerifier(judge, checker=FactChecker()).run(answer, PASSAGES).sentences
+        assert sentence.supported is False and sentence.check is SupportCheck.MODEL
+        assert sentence.reason is not None
+        assert sentence.reason.startswith("the cited passage does not back it (support 0.")
+
+    def test_verbatim_quotes_are_supported_without_a_model_call(
+        self, judge: CrossEncoderSupportJudge
+    ) -> None:
+        counting = CountingJudge(judge)
+        quote = "The processor shall notify the controller without undue delay"
+        answer = answer_citing(f"“{quote}.” [1] {SUPPORTED} [1]", PASSAGES)
+        verified = CitationVerifier(counting, checker=FactChecker()).run(answer, PASSAGES)
+        quoted, paraphrased = verified.sentences
+        assert (quoted.check, quoted.supported, quoted.support) == (SupportCheck.QUOTED, True, 1.0)
+        assert paraphrased.check is SupportCheck.MODEL
+        assert counting.pairs == len(PASSAGES)  # the paraphrase's pairs only
+        assert f"“{quote}.” [1]" in verified.text
+
+    def test_a_span_that_the_passage_negates_or_conditions_is_not_a_quote(self) -> None:
+        passages = [retrieved("p", text="The authority may publish the decision only if asked.")]
+        assert quoted_in("The authority may publish the decision", [1], passages) is None
+        assert quoted_in("The authority may publish the decision only if asked", [1], passages)
+        assert quoted_in("publish the decision", [1], passages) is None  # under five words
+
+    def test_the_generators_sentences_are_verified_as_given(
+        self, judge: CrossEncoderSupportJudge
+    ) -> None:
+        """Quotes ending in ';' inside list items would merge if the text were re-split."""
+        article_34 = retrieved(
+            "art-34",
+            text=(
+                "3. The communication shall: (a) describe in clear and plain language the nature "
+                "of the personal data breach;\n(c) describe the likely consequences of the "
+                "personal data breach;"
+            ),
+        )
+        items = [
+            "(c) describe the likely consequences of the personal data breach;",
+            "(a) describe in clear and plain language the nature of the personal data breach;",
+        ]
+        text = " ".join(f"“{item}” [1]" for item in items)
+        answer = Answer(
+            text=text,
+            citations=[],
+            model="extractive",
+            sentences=[AnswerSentence(text=item, citations=[1]) for item in items],
+        )
+        verified = CitationVerifier(judge, checker=FactChecker()).run(answer, [article_34])
+        assert [s.text for s in verified.sentences] == items
+        assert all(s.check is SupportCheck.QUOTED for s in verified.sentences)
+        assert verified.text == text  # nothing moved: the generator's text stays
+        assert verified.support_score == 1.0
+
+    def test_threshold_must_be_a_probability(self, judge: CrossEncoderSupportJudge) -> None:
+        with pytest.raises(ValueError, match="threshold"):
+            CitationVerifier(judge, threshold=1.5)
+
+
 class TestTrainingData:
     def test_answer_tags_become_per_sentence_passage_ids(self) -> None:
         answer = "First claim here [#SRC:aaaaaaaa-0000-0000-0000-000000000000]. Second claim."
@@ -146,6 +241,56 @@ class TestRefusal:
         assert "72 hours" in result.answer.text
         assert result.answer.sentences and all(s.supported for s in result.answer.sentences)
         assert result.answer.support_score == 1.0
+
+
+@pytest.mark.integration
+class TestDraftVerifier:
+    """Draft sentences against GDPR in the embedded store, as `POST /v1/verify` runs them."""
+
+    @pytest.fixture
+    def drafts(self, services: Services) -> DraftVerifier:
+        assert services.verifier is not None
+        return DraftVerifier(
+            services.verifier,
+            services.retriever(),
+            services.store,
+            services.embedder,
+            services.catalog,
+        )
+
+    def test_against_a_named_section(self, drafts: DraftVerifier, services: Services) -> None:
+        right = DraftSentence(SUPPORTED, "gdpr", "Article 33")
+        wrong = DraftSentence(SUPPORTED.replace("72", "48"), "gdpr", "Article 33")
+        ok, flagged = drafts.run([right, wrong], services.anonymous_principal())
+        assert ok.sentence.supported is True
+        assert ok.passages and all("Article 33" in p.chunk.section for p in ok.passages)
+        assert flagged.sentence.supported is False
+        assert flagged.sentence.reason is not None
+        assert flagged.sentence.reason.startswith("duration 48 hours not in the cited passage")
+
+    def test_against_retrieved_passages(self, drafts: DraftVerifier, services: Services) -> None:
+        (verdict,) = drafts.run([DraftSentence(SUPPORTED)], services.anonymous_principal())
+        assert verdict.sentence.supported is True
+        (n,) = verdict.sentence.citations
+        assert "Article 33" in verdict.passages[n - 1].chunk.section
+
+    def test_unknown_unreadable_and_missing_are_not_found(
+        self, drafts: DraftVerifier, services: Services
+    ) -> None:
+        anonymous = services.anonymous_principal()
+        outsider = anonymous.model_copy(update={"groups": ["board"]})
+        for draft, principal, message in [
+            (DraftSentence(SUPPORTED, "nope", "Article 33"), anonymous, "no document 'nope'"),
+            (DraftSentence(SUPPORTED, "gdpr", "Article 33"), outsider, "no document 'gdpr'"),
+            (DraftSentence(SUPPORTED, "gdpr"), outsider, "no document 'gdpr'"),
+            (DraftSentence(SUPPORTED, "gdpr", "Article 330"), anonymous, "no section"),
+        ]:
+            with pytest.raises(DraftNotFoundError, match=message):
+                drafts.run([draft], principal)
+
+    def test_a_section_needs_its_document(self) -> None:
+        with pytest.raises(ValueError, match="a section needs its document_id"):
+            DraftSentence(SUPPORTED, None, "Article 33")
 
 
 @pytest.mark.slow

@@ -1,0 +1,558 @@
+"""Deterministic checks between an answer sentence and the passages it cites.
+
+The support model reads meaning well but misses small changes that reverse a rule: "72 hours"
+written as "48 hours", "must" as "may" or "must not", the controller where the passage says the
+processor, Article 34 where it says Article 33. `FactChecker` compares what the sentence states
+with what the passages state, without a model:
+
+- quantities: numbers, durations, percentages, currency amounts and dates, normalised
+  ("seventy-two hours" = "72 hours", "EUR 20 million" = "20 000 000 EUR"); units are never
+  converted ("3 days" matches only where the passage says 3 days);
+- modality and polarity: obligation (shall, must, is required to), permission (may, can),
+  prohibition (shall not, may not, is prohibited) and no obligation (need not), compared per verb
+  where the passage uses the sentence's verb, and overall where it does not;
+- exceptions: an "unless" / "except" the sentence makes where the passage states no condition
+  (a dropped exception is left to the support model: a sentence may rightly say less);
+- actors (controller, processor, provider, Member State, Commission, Reporting Entity ...): named
+  in the passage, and the one the passage makes do what the sentence says;
+- references (Article 33(1), Rule 3.19.6, Section 62): cited by the passage or its section.
+
+A check fires only on something the sentence states that the passages contradict or lack; a
+sentence that says less than the passage (no number, no modal) passes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from nltk.stem.snowball import SnowballStemmer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+from core.models import Chunk, SupportCheck
+from retrieval.references import extract_references, section_keys
+
+FACT_CHECKS = (
+    SupportCheck.QUANTITY,
+    SupportCheck.MODALITY,
+    SupportCheck.EXCEPTION,
+    SupportCheck.ACTOR,
+    SupportCheck.REFERENCE,
+)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """What the sentence states that the cited passages do not, in words an analyst reads."""
+
+    kind: SupportCheck
+    reason: str
+
+
+# --- quantities ----------------------------------------------------------------------------------
+
+_ONES = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
+    "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
+}  # fmt: skip
+_TENS = {
+    "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
+    "eighty": 80, "ninety": 90,
+}  # fmt: skip
+_SCALES = {"hundred": 100, "thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
+_MONTH_NAMES = (
+    "january february march april may june july august september october november december"
+)
+_MONTHS = {name: n for n, name in enumerate(_MONTH_NAMES.split(), start=1)}
+_WORD_NUMBER = (
+    rf"(?:(?:{'|'.join(_TENS)})(?:[- ](?:{'|'.join(k for k in _ONES if _ONES[k] < 10)}))?"
+    rf"|{'|'.join(sorted(_ONES, key=len, reverse=True))})"
+)
+_DIGITS = r"\d{1,3}(?:[,\u00a0\u202f ]\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
+_UNITS = {
+    "second": "second", "minute": "minute", "hour": "hour", "day": "day", "week": "week",
+    "month": "month", "year": "year",
+}  # fmt: skip
+_CURRENCIES = {
+    "€": "EUR", "eur": "EUR", "euro": "EUR", "euros": "EUR", "$": "USD", "us$": "USD",
+    "usd": "USD", "dollars": "USD", "£": "GBP", "gbp": "GBP", "aed": "AED", "dirhams": "AED",
+    "chf": "CHF",
+}  # fmt: skip
+_CURRENCY = r"€|us\$|\$|£|\b(?:eur|euros?|usd|dollars|gbp|aed|dirhams|chf)\b"
+_QUANTITY = re.compile(
+    rf"(?P<pre>{_CURRENCY})?\s?"
+    rf"(?P<number>{_DIGITS}|\b{_WORD_NUMBER}\b)"
+    rf"(?:\s(?P<scale>hundred|thousand|million|billion)\b)?"
+    rf"(?:\s?(?P<percent>%|per\s?cent\b|percent\b)"
+    rf"|\s(?P<qualifier>(?:calendar|working|business|consecutive|clear)\s)?"
+    rf"(?P<unit>seconds?|minutes?|hours?|days?|weeks?|months?|years?)\b"
+    rf"|\s?(?P<post>{_CURRENCY}))?",
+    re.IGNORECASE,
+)
+_DATE = re.compile(
+    rf"\b(?:(?P<day>\d{{1,2}})(?:st|nd|rd|th)?\s(?P<month>{'|'.join(_MONTHS)})(?:,?\s(?P<year>\d{{4}}))?"
+    rf"|(?P<month2>{'|'.join(_MONTHS)})\s(?P<day2>\d{{1,2}})(?:st|nd|rd|th)?,?\s(?P<year2>\d{{4}})"
+    rf"|(?P<iso>\d{{4}}-\d{{2}}-\d{{2}}))\b",
+    re.IGNORECASE,
+)
+# Numbers that name things rather than state quantities: references (Article 33(1), Rule 3.19.6),
+# instruments (Regulation (EU) 2016/679), list labels ((1), (a), 148h)), codes (CET1, ISO 27001).
+_NAMING = re.compile(
+    r"\b(?:articles?|art\.|rules?|sections?|chapters?|paragraphs?|sub-?paragraphs?|points?|annex"
+    r"(?:es)?|parts?|schedules?|recitals?|appendix|appendices|app|titles?|regulations?|directives?"
+    r"|decisions?|iso|nist|sp|controls?)\s+(?:\([a-z]+\)\s*)?[0-9ivxlc]+[0-9a-z.()/-]*"
+    r"(?:(?:\s*(?:,|and|or|to|-|–)\s*)\(?[0-9ivxlc]+[0-9a-z.()/-]*)*"
+    r"|\b\d+/\d+(?:/\w+)?\b|\(\w{1,4}\)|\b\d+[a-z]\)|\b\d+(?:\.\d+){2,}\w*|\b[a-z]+-\d+\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Quantity:
+    kind: str  # number, duration, percentage, amount, date
+    value: float | str
+    unit: str = ""
+    text: str = ""
+
+    def satisfied_by(self, other: Quantity) -> bool:
+        if self.kind == "number":  # a bare number: the passage states it in any form
+            return other.kind != "date" and self.value == other.value
+        if self.kind != other.kind or self.value != other.value:
+            return self.kind == "date" and other.kind == "date" and _same_day(self, other)
+        if self.kind == "duration":  # "10 days" is satisfied by "10 working days", not back
+            return self.unit == other.unit or other.unit.endswith(" " + self.unit)
+        return not self.unit or not other.unit or self.unit == other.unit
+
+
+def _same_day(claim: Quantity, passage: Quantity) -> bool:
+    """A date without a year ("25 May") matches that day in any year."""
+    return bool(claim.unit == "no-year" and str(passage.value)[5:] == str(claim.value)[5:])
+
+
+def _number_value(text: str) -> float | None:
+    text = text.lower().replace("\u00a0", "").replace("\u202f", "")
+    if text[0].isdigit():
+        return float(re.sub(r"[, ]", "", text))
+    head, _, tail = text.replace("-", " ").partition(" ")
+    if head in _TENS:
+        return float(_TENS[head] + _ONES.get(tail, 0))
+    return float(_ONES[head]) if head in _ONES else None
+
+
+@lru_cache(maxsize=4096)
+def quantities(text: str) -> tuple[Quantity, ...]:
+    """The dates, durations, percentages, amounts and plain numbers a text states."""
+    found: list[Quantity] = []
+    masked = _mask(text, _NAMING)
+    for match in _DATE.finditer(masked):
+        found.append(_date(match))
+    masked = _mask(masked, _DATE)
+    for match in _QUANTITY.finditer(masked):
+        number = match.group("number")
+        value = _number_value(number)
+        if value is None:
+            continue
+        if match.group("scale"):
+            value *= _SCALES[match.group("scale").lower()]
+        spelled = not number[0].isdigit()
+        currency = match.group("pre") or match.group("post")
+        if match.group("percent"):
+            found.append(Quantity("percentage", value, text=match.group(0).strip()))
+        elif match.group("unit"):
+            unit = _UNITS[match.group("unit").lower().rstrip("s")]
+            qualifier = (match.group("qualifier") or "").strip().lower()
+            unit = f"{qualifier} {unit}" if qualifier else unit
+            found.append(Quantity("duration", value, unit, match.group(0).strip()))
+        elif currency:
+            code = _CURRENCIES[currency.lower()]
+            found.append(Quantity("amount", value, code, match.group(0).strip()))
+        elif not spelled:  # "one of the following", "in two ways": counts, often implied
+            found.append(Quantity("number", value, text=number))
+    return tuple(found)
+
+
+def _date(match: re.Match[str]) -> Quantity:
+    if match.group("iso"):
+        return Quantity("date", match.group("iso"), text=match.group(0))
+    day = int(match.group("day") or match.group("day2"))
+    month = _MONTHS[(match.group("month") or match.group("month2")).lower()]
+    year = match.group("year") or match.group("year2")
+    try:
+        iso = dt.date(int(year or 2000), month, day).isoformat()
+    except ValueError:
+        iso = f"{year or 2000}-{month:02d}-{day:02d}"
+    return Quantity("date", iso, "" if year else "no-year", match.group(0))
+
+
+def _mask(text: str, pattern: re.Pattern[str]) -> str:
+    """The text with the pattern's matches blanked out, so that offsets stay where they were."""
+    return pattern.sub(lambda m: " " * len(m.group(0)), text)
+
+
+def _check_quantities(claim: str, evidence: str) -> Mismatch | None:
+    stated = quantities(evidence)
+    for quantity in quantities(claim):
+        if any(quantity.satisfied_by(other) for other in stated):
+            continue
+        same_kind = [o.text for o in stated if o.kind == quantity.kind]
+        says = f" (it says {', '.join(dict.fromkeys(same_kind[:3]))})" if same_kind else ""
+        label = "number" if quantity.kind == "number" else quantity.kind
+        return Mismatch(
+            SupportCheck.QUANTITY, f"{label} {quantity.text} not in the cited passage{says}"
+        )
+    return None
+
+
+# --- modality, exceptions and actors -------------------------------------------------------------
+
+
+class Force(enum.StrEnum):
+    OBLIGATION = "obligation"
+    PERMISSION = "permission"
+    PROHIBITION = "prohibition"
+    NO_OBLIGATION = "no obligation"
+    ABILITY = "ability"  # can, could, might: as often what is possible as what is allowed
+
+
+_OBLIGATION = (
+    r"shall|must|should|will|(?:is|are|be|been)\s+(?:required|obliged|obligated|bound)\s+to"
+    r"|ha(?:s|ve)\s+to|needs?\s+to|(?:is|are)\s+to"
+    # "may require the person to answer": an obligation on the person
+    r"|(?:requir|oblig|direct)(?:e|es|ed|s)?\s+(?:[\w']+\s+){0,6}?to"
+)
+_PERMISSION = r"may|(?:is|are|be)\s+(?:permitted|allowed|entitled|authori[sz]ed|free)\s+to"
+_MODAL = re.compile(
+    rf"\b(?:(?P<no>no|neither|nor)\s+(?:\w+\s+){{0,4}}?)?"
+    rf"(?:(?P<cannot>cannot|can't|won't|shan't|mustn't|need\s+not|needn't)"
+    rf"|(?P<prohibited>(?:is|are|be|been)\s+(?:prohibited|forbidden|barred)\s+(?:from|to)?)"
+    rf"|(?P<not_required>(?:is|are)\s+not\s+(?:required|obliged|obligated)\s+to)"
+    rf"|(?P<obligation>{_OBLIGATION})|(?P<permission>{_PERMISSION})|(?P<ability>can|could|might))"
+    rf"(?P<negation>\s+not\b|\s+never\b|n't\b)?(?P<colon>\s*:)?(?:\s+\([a-z0-9]{{1,4}}\))?"
+    rf"(?P<filler>(?:\s+(?:also|only|then|first|further|immediately|promptly|always|still"
+    rf"|either|jointly|\w+ly|be|been))*)"
+    rf"\s+(?P<verb>[a-z]+)",
+    re.IGNORECASE,
+)
+_EXCEPTION = re.compile(
+    r"\b(?:unless|except(?:\s+(?:where|when|if|for|that|in))?|save\s+(?:where|as|for|that)"
+    r"|other\s+than|provided\s+that|with\s+the\s+exception\s+of|exempt(?:ed|s)?\s+from)\b",
+    re.IGNORECASE,
+)
+_NEGATIVE = re.compile(
+    r"\b(?:not|no|never|neither|nor|prohibit\w*|forbid\w*|cannot|without)\b|n't\b", re.I
+)
+_CLAUSE_BREAK = re.compile(r"[;:.]\s|\s(?:and|or|but|which|who|that|where|when|if|unless)\s")
+
+# Who a rule binds or empowers, as regulations name them (singular, lower case).
+ACTORS = (
+    "joint controller", "controller", "sub-processor", "processor", "data subject",
+    "lead supervisory authority", "supervisory authority", "member state", "commission", "board",
+    "data protection officer", "representative", "recipient", "third party", "provider",
+    "deployer", "importer", "distributor", "authorised representative", "notified body",
+    "notifying authority", "market surveillance authority", "national competent authority",
+    "ai office", "operator", "subscriber", "user", "service provider", "network operator",
+    "regulator", "fsra", "listing authority", "reporting entity", "authorised person",
+    "fund manager", "recognised body", "listed entity", "issuer", "offeror", "auditor", "trustee",
+    "custodian", "applicant", "insurer", "credit institution", "investment firm",
+    "competent authority", "european data protection board",
+)  # fmt: skip
+# Defined terms written with capitals ("Recognised Investment Exchange", "Authorised Person").
+_DEFINED_ACTOR = re.compile(
+    r"\b(?:[A-Z][a-z]+ ){1,3}(?:Person|Entity|Entities|Authority|Manager|Firm|Body|Officer|Issuer"
+    r"|Operator|Provider|Auditor|Trustee|Custodian|Institution|Exchange|House|Undertaking)s?\b"
+)
+_ACTOR = re.compile(
+    r"\b(?:" + "|".join(re.escape(a) for a in sorted(ACTORS, key=len, reverse=True)) + r")"
+    r"(?:s|es)?\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Modal:
+    force: Force
+    verb: str  # the first word after it, as written (a sentence's verb)
+    reach: frozenset[str]  # stems of the verbs it governs in its clause
+    topic: frozenset[str]  # stems of the content words of its clause
+    modal: str  # as written, e.g. "must not"
+    actor: str | None  # the actor named just before it, when one is
+
+    @property
+    def stem(self) -> str:
+        return _stem(self.verb)
+
+    def governing(self, verb: str) -> str:
+        """How it reads with `verb`: "must not notify", or "shall … notify" further on."""
+        return f"{self.modal} {verb}" if verb == self.verb else f"{self.modal} … {verb}"
+
+
+_stemmer = SnowballStemmer("english")
+_NOT_A_VERB = {"not", "be", "to", "the", "a", "an", "also", "in", "at", "as", "by", "on", "with"}
+_CLAUSE_END = re.compile(r"[;:]|\.\s|\s(?:unless|except|provided)\s")
+_COORDINATED = re.compile(r"\b(?:and|or)\s+(?:\w+ly\s+)?([a-z]+)", re.IGNORECASE)
+_WORD = re.compile(r"[a-z]+", re.IGNORECASE)
+_ITEM = re.compile(r"\([a-z0-9]{1,4}\)\s+(?:be\s+|not\s+)?([a-z]+)", re.IGNORECASE)
+_AFTER_COMMA = re.compile(r",\s*([a-z]+)", re.IGNORECASE)
+_ADVERBIAL = {
+    "without", "within", "where", "in", "at", "as", "upon", "on", "by", "after", "before",
+    "from", "with", "for", "to", "no", "not", "if", "when", "subject", "following", "prior",
+}  # fmt: skip
+
+
+@lru_cache(maxsize=65_536)
+def _stem(word: str) -> str:
+    return _stemmer.stem(word.lower())
+
+
+def _force(match: re.Match[str]) -> Force:
+    negated = bool(match.group("negation") or match.group("no"))
+    if match.group("prohibited"):
+        return Force.PROHIBITION
+    if match.group("not_required") or (match.group("cannot") or "").lower().startswith("need"):
+        return Force.NO_OBLIGATION
+    if match.group("cannot"):
+        return Force.PROHIBITION
+    if match.group("obligation"):
+        return Force.PROHIBITION if negated else Force.OBLIGATION
+    if match.group("ability"):
+        return Force.PROHIBITION if negated else Force.ABILITY
+    return Force.PROHIBITION if negated else Force.PERMISSION
+
+
+_DETERMINER = re.compile(r"^(?:a|an|the|this|that|any|each|every|such|its|their|our)\s+")
+
+
+def _actor_key(name: str) -> str:
+    """One spelling per actor: lower case, singular ("Member States" -> "member state")."""
+    name = _DETERMINER.sub("", " ".join(name.lower().split()))
+    if name.endswith("ies"):
+        return name[:-3] + "y"
+    if name.endswith(("sses", "xes")):
+        return name[:-2]
+    return name[:-1] if name.endswith("s") and not name.endswith("ss") else name
+
+
+@lru_cache(maxsize=4096)
+def actors(text: str) -> frozenset[str]:
+    named = {_actor_key(m.group(0)) for m in _ACTOR.finditer(text)}
+    named |= {_actor_key(m.group(0)) for m in _DEFINED_ACTOR.finditer(text)}
+    # "supervisory authority" inside "lead supervisory authority" is the same mention
+    return frozenset(a for a in named if not any(a != b and b.endswith(" " + a) for b in named))
+
+
+@lru_cache(maxsize=4096)
+def modals(text: str) -> tuple[Modal, ...]:
+    """Each modal verb phrase with its force, the verbs it governs and the actor before it."""
+    matches = [m for m in _MODAL.finditer(text) if m.group("verb").lower() not in _NOT_A_VERB]
+    found = []
+    for n, match in enumerate(matches):
+        clause_start = max(
+            (m.end() for m in _CLAUSE_BREAK.finditer(text, 0, match.start())), default=0
+        )
+        before = text[max(clause_start, match.start() - 60) : match.start()]
+        named = [m.group(0) for m in _ACTOR.finditer(before)]
+        named += [m.group(0) for m in _DEFINED_ACTOR.finditer(before)]
+        sentence_end = text.find(". ", match.end())
+        sentence_end = len(text) if sentence_end < 0 else sentence_end
+        reach_end = min(sentence_end, matches[n + 1].start() if n + 1 < len(matches) else len(text))
+        reach = text[match.start("verb") : reach_end]
+        # "must: (a) be designated ...; (b) be used only ...": the list is the clause
+        clause = reach if match.group("colon") else _CLAUSE_END.split(reach, maxsplit=1)[0]
+        # The verb, the verbs coordinated with it ("identify ... and determine"), and, after an
+        # adverbial ("shall without undue delay and, where feasible, ... notify"), what follows
+        # its commas.
+        governed = [match.group("verb"), *_COORDINATED.findall(clause), *_ITEM.findall(clause)]
+        if match.group("verb").lower() in _ADVERBIAL:
+            governed += _AFTER_COMMA.findall(clause)
+        found.append(
+            Modal(
+                force=_force(match),
+                verb=match.group("verb").lower(),
+                reach=frozenset(_stem(w) for w in governed),
+                topic=frozenset(
+                    _stem(w) for w in _WORD.findall(clause) if w.lower() not in ENGLISH_STOP_WORDS
+                ),
+                modal=" ".join(match.group(0)[: match.start("verb") - match.start()].split()),
+                actor=_actor_key(named[-1]) if named else None,
+            )
+        )
+    return tuple(found)
+
+
+def _governing(modal: Modal, stated: Sequence[Modal]) -> list[Modal]:
+    """The passage's modal phrases that govern the claim modal's verb."""
+    return [m for m in stated if modal.stem in m.reach]
+
+
+def _aligned(modal: Modal, stated: Sequence[Modal], share: float = 0.5) -> Modal | None:
+    """The passage phrase whose clause shares most of the claim phrase's clause words, when it
+    shares at least `share` of them and clearly more than any phrase of another force."""
+    if len(modal.topic) < 3:
+        return None
+    ranked = sorted(stated, key=lambda m: len(m.topic & modal.topic), reverse=True)
+    if not ranked or len(ranked[0].topic & modal.topic) < share * len(modal.topic):
+        return None
+    best = ranked[0]
+    rivals = [m for m in ranked[1:] if m.force != best.force]
+    if rivals and len(rivals[0].topic & modal.topic) >= len(best.topic & modal.topic) - 1:
+        return None
+    return best
+
+
+def _compatible(claim: Force, passage: Force) -> bool:
+    """Whether the claim's force can restate the passage's: "can" goes with anything allowed."""
+    if Force.ABILITY in (claim, passage):
+        return Force.PROHIBITION not in (claim, passage)
+    return claim == passage or {claim, passage} == {Force.PERMISSION, Force.NO_OBLIGATION}
+
+
+def _check_modality(claim: str, evidence: str) -> Mismatch | None:
+    stated = modals(evidence)
+    for modal in modals(claim):
+        same_verb = _governing(modal, stated)
+        if same_verb:
+            if not any(_compatible(modal.force, m.force) for m in same_verb):
+                return Mismatch(
+                    SupportCheck.MODALITY,
+                    f"the sentence says '{modal.governing(modal.verb)}', "
+                    f"the cited passage '{same_verb[0].governing(modal.verb)}'",
+                )
+            continue
+        # The verb is the sentence's own: the passage's phrase on the same matter (most of the
+        # sentence's clause words in its clause) must have a compatible force ...
+        # An obligation may restate a prohibition: "must be fair" for "must not exceed the cost".
+        accepted = {modal.force, Force.PROHIBITION} if modal.force is Force.OBLIGATION else set()
+        aligned = _aligned(modal, stated)
+        if aligned is not None and not (
+            _compatible(modal.force, aligned.force) or aligned.force in accepted
+        ):
+            return Mismatch(
+                SupportCheck.MODALITY,
+                f"the sentence says '{modal.governing(modal.verb)}', "
+                f"the cited passage '{aligned.governing(aligned.verb)}'",
+            )
+        # ... and the passage must at least state that force somewhere.
+        if stated and not any(
+            _compatible(modal.force, m.force) or m.force in accepted for m in stated
+        ):
+            return Mismatch(
+                SupportCheck.MODALITY,
+                f"the sentence says '{modal.governing(modal.verb)}'; the cited passage states no "
+                f"{modal.force.value} (it says '{stated[0].governing(stated[0].verb)}')",
+            )
+    return None
+
+
+_CONDITION = re.compile(
+    r"\b(?:only|if|where|when|subject\s+to|exempt\w*|exemption|waiv\w+|derogat\w+)\b", re.I
+)
+
+
+def _check_exceptions(claim: str, evidence: str) -> Mismatch | None:
+    made = _EXCEPTION.search(claim)
+    if made and not (_EXCEPTION.search(evidence) or _CONDITION.search(evidence)):
+        return Mismatch(
+            SupportCheck.EXCEPTION,
+            f"the sentence makes an exception ('{made.group(0)}') the cited passage does not",
+        )
+    return None
+
+
+def _check_actors(claim: str, evidence: str) -> Mismatch | None:
+    present = actors(evidence)
+    for actor in sorted(actors(claim)):
+        if actor not in present and not any(p.endswith(" " + actor) for p in present):
+            names = f" (it names {', '.join(sorted(present)[:3])})" if present else ""
+            return Mismatch(SupportCheck.ACTOR, f"actor '{actor}' not in the cited passage{names}")
+    stated = modals(evidence)
+    for modal in modals(claim):
+        if modal.actor is None:
+            continue
+        doers = {m.actor for m in _governing(modal, stated) if m.actor}
+        if doers and modal.actor not in doers:
+            return Mismatch(
+                SupportCheck.ACTOR,
+                f"in the cited passage the {sorted(doers)[0]}, not the {modal.actor}, "
+                f"'{modal.verb}'",
+            )
+    return None
+
+
+# --- references ----------------------------------------------------------------------------------
+
+_REFERENCE_TEXT = re.compile(
+    r"\b(?:articles?|rules?|sections?|paragraphs?|regulations?)\s+\d[\w.()]*(?:\s?\(\w{1,4}\))*",
+    re.IGNORECASE,
+)
+
+
+def _reference_keys(text: str) -> set[str]:
+    return {key for reference in extract_references(text) for key in reference.keys}
+
+
+def _check_references(claim: str, evidence: str, own_keys: Collection[str]) -> Mismatch | None:
+    cited = _reference_keys(evidence) | set(own_keys)
+    for match in _REFERENCE_TEXT.finditer(_ABBREVIATION.sub("Article ", claim)):
+        keys = _reference_keys(match.group(0))
+        if keys and not keys & cited:
+            return Mismatch(
+                SupportCheck.REFERENCE,
+                f"reference {match.group(0).strip()} not in the cited passage",
+            )
+    return None
+
+
+_ABBREVIATION = re.compile(r"\bArts?\.\s*", re.IGNORECASE)
+_INVISIBLE = re.compile("[\u200b-\u200f\u2060\ufeff\u00ad]")  # direction marks, soft hyphens
+
+
+# --- the component -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The text a sentence is checked against: its passages, headed by their section paths."""
+
+    text: str
+    reference_keys: frozenset[str]
+
+    @classmethod
+    def of(cls, chunks: Iterable[Chunk]) -> Evidence:
+        chunks = list(chunks)
+        text = "\n".join(f"{c.section_path or c.section}\n{c.text}" for c in chunks)
+        keys = frozenset(k for c in chunks for k in section_keys(c.section_ref))
+        text = _INVISIBLE.sub("", _ABBREVIATION.sub("Article ", text))
+        return cls(text=text, reference_keys=keys)
+
+
+class FactChecker:
+    """Runs the enabled checks on (sentence, evidence) and returns the first mismatch, if any."""
+
+    def __init__(self, kinds: Collection[SupportCheck] = FACT_CHECKS) -> None:
+        unknown = [kind for kind in kinds if kind not in FACT_CHECKS]
+        if unknown or not kinds:
+            raise ValueError(f"checks must be some of {[k.value for k in FACT_CHECKS]}")
+        self.kinds = tuple(SupportCheck(kind) for kind in kinds)
+
+    def run(self, claim: str, evidence: Evidence) -> Mismatch | None:
+        text = evidence.text
+        claim = _INVISIBLE.sub("", claim)
+        for kind in self.kinds:
+            if kind is SupportCheck.QUANTITY:
+                found = _check_quantities(claim, text)
+            elif kind is SupportCheck.MODALITY:
+                found = _check_modality(claim, text)
+            elif kind is SupportCheck.EXCEPTION:
+                found = _check_exceptions(claim, text)
+            elif kind is SupportCheck.ACTOR:
+                found = _check_actors(claim, text)
+            else:
+                found = _check_references(claim, text, evidence.reference_keys)
+            if found is not None:
+                return found
+        return None

@@ -1,0 +1,166 @@
+"""The deterministic checks between a sentence and its passage: each must fire on the error it is
+for, and stay silent on faithful restatements."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.models import SupportCheck
+from generation.checks import Evidence, FactChecker, quantities
+from tests.helpers import retrieved
+
+ARTICLE_33 = retrieved(
+    "art-33",
+    section="Chapter IV > Section 2 > Article 33 — Notification of a personal data breach",
+    section_path="Chapter IV > Section 2 > Article 33 — Notification of a personal data breach",
+    text=(
+        "1. In the case of a personal data breach, the controller shall without undue delay and, "
+        "where feasible, not later than 72 hours after having become aware of it, notify the "
+        "personal data breach to the supervisory authority competent in accordance with Article "
+        "55, unless the personal data breach is unlikely to result in a risk to the rights and "
+        "freedoms of natural persons.\n"
+        "2. The processor shall notify the controller without undue delay after becoming aware "
+        "of a personal data breach.\n"
+        "3. Infringements are subject to fines up to EUR 10 000 000, or up to 2 % of the total "
+        "worldwide annual turnover, from 25 May 2018."
+    ),
+).chunk
+RULE = retrieved(
+    "rule",
+    section="",
+    section_ref="3.19.6",
+    text=(
+        "A Reporting Entity must not make a distribution unless it has notified the Regulator. "
+        "The Regulator may extend the period to ten business days. A Payment Account in which "
+        "Relevant Money is held, must: (a) be designated as such; and (b) be used only for "
+        "Payment Transactions."
+    ),
+).chunk
+
+
+@pytest.fixture(scope="module")
+def checker() -> FactChecker:
+    return FactChecker()
+
+
+def finding(checker: FactChecker, claim: str, *chunks: object) -> tuple[str | None, str | None]:
+    mismatch = checker.run(claim, Evidence.of(chunks or [ARTICLE_33]))  # type: ignore[arg-type]
+    return (mismatch.kind.value, mismatch.reason) if mismatch else (None, None)
+
+
+class TestFactChecker:
+    @pytest.mark.parametrize(
+        "claim",
+        [
+            "The controller must notify a personal data breach to the supervisory authority "
+            "within 72 hours, unless it is unlikely to result in a risk.",
+            "Within seventy-two hours the controller shall notify the supervisory authority.",
+            "The processor must notify the controller without undue delay.",
+            "Under Art. 33, the controller must notify the breach to the supervisory authority.",
+            "Fines reach EUR 10 million or 2 percent of turnover.",
+            "The rules apply from 25 May 2018.",
+            "The controller has to notify the breach.",  # says less than the passage: fine
+        ],
+    )
+    def test_faithful_restatements_pass(self, checker: FactChecker, claim: str) -> None:
+        assert finding(checker, claim) == (None, None)
+
+    @pytest.mark.parametrize(
+        ("claim", "reason"),
+        [
+            (
+                "The controller must notify the supervisory authority within 48 hours.",
+                "duration 48 hours not in the cited passage (it says 72 hours)",
+            ),
+            (
+                "The controller must notify the supervisory authority within 3 days.",
+                "duration 3 days not in the cited passage (it says 72 hours)",
+            ),
+            (
+                "Fines reach EUR 20 million.",
+                "amount EUR 20 million not in the cited passage (it says EUR 10 000 000)",
+            ),
+            ("Fines reach 4 % of turnover.", "percentage 4 % not in the cited passage"),
+            ("The rules apply from 25 June 2018.", "date 25 June 2018 not in the cited passage"),
+            ("The breach affects 500 people.", "number 500 not in the cited passage"),
+        ],
+    )
+    def test_changed_quantities_are_named(
+        self, checker: FactChecker, claim: str, reason: str
+    ) -> None:
+        kind, found = finding(checker, claim)
+        assert kind == SupportCheck.QUANTITY
+        assert found is not None and found.startswith(reason)
+
+    @pytest.mark.parametrize(
+        ("claim", "says"),
+        [
+            ("The controller may notify the breach to the supervisory authority.", "'may notify'"),
+            ("The controller shall not notify the breach to the authority.", "'shall not notify'"),
+            ("The controller is prohibited from notifying the breach.", "prohibited"),
+        ],
+    )
+    def test_flipped_modality(self, checker: FactChecker, claim: str, says: str) -> None:
+        kind, reason = finding(checker, claim)
+        assert kind == SupportCheck.MODALITY
+        assert reason is not None and says in reason
+
+    def test_modality_of_a_listed_obligation_and_a_prohibition(self, checker: FactChecker) -> None:
+        listed = "The Payment Account must be used only for Payment Transactions."
+        assert finding(checker, listed, RULE) == (None, None)
+        assert finding(checker, "A Reporting Entity may make a distribution.", RULE)[0] == (
+            SupportCheck.MODALITY
+        )
+        allowed = "The Regulator can extend the period to ten business days."
+        assert finding(checker, allowed, RULE) == (None, None)  # "can" restates "may"
+
+    def test_exception_the_passage_does_not_make(self, checker: FactChecker) -> None:
+        rule = retrieved("r", text="The processor shall notify the controller.").chunk
+        kind, reason = finding(checker, "The processor shall notify the controller unless "
+                               "the breach is minor.", rule)  # fmt: skip
+        assert kind == SupportCheck.EXCEPTION and reason is not None and "'unless'" in reason
+        assert finding(checker, "The controller must notify unless no risk arises.") == (None, None)
+
+    def test_actor_not_named_or_not_the_one_who_acts(self, checker: FactChecker) -> None:
+        kind, reason = finding(checker, "The deployer must notify the supervisory authority.")
+        assert kind == SupportCheck.ACTOR
+        assert reason is not None and reason.startswith("actor 'deployer' not in the cited")
+        kind, reason = finding(checker, "The Regulator must not make a distribution.", RULE)
+        assert kind == SupportCheck.ACTOR and reason is not None and "reporting entity" in reason
+        # Plural, article and capitals are the same actor.
+        assert finding(checker, "Processors shall notify the controller.") == (None, None)
+
+    def test_references_from_the_text_or_the_section(self, checker: FactChecker) -> None:
+        kind, reason = finding(checker, "Under Article 34, the controller notifies the breach.")
+        assert (kind, reason) == (SupportCheck.REFERENCE, "reference Article 34 not in the cited "
+                                  "passage")  # fmt: skip
+        assert finding(checker, "Article 55 names the supervisory authority.") == (None, None)
+        assert finding(checker, "Rule 3.19.6 restricts distributions.", RULE) == (None, None)
+        assert finding(checker, "Rule 3.19.7 restricts distributions.", RULE)[0] == (
+            SupportCheck.REFERENCE
+        )
+
+    def test_only_the_enabled_checks_run(self) -> None:
+        quantity_only = FactChecker([SupportCheck.QUANTITY])
+        assert finding(quantity_only, "The deployer must notify the authority.") == (None, None)
+        with pytest.raises(ValueError, match="checks must be some of"):
+            FactChecker([SupportCheck.QUOTED])
+        with pytest.raises(ValueError):
+            FactChecker([])
+
+
+class TestQuantities:
+    def test_numbers_that_name_things_are_not_quantities(self) -> None:
+        text = "Article 33(1) of Regulation (EU) 2016/679, point (a), Rule 3.19.6 and CET1."
+        assert quantities(text) == ()
+
+    def test_normalised_values(self) -> None:
+        (spelt,) = quantities("within seventy-two hours")
+        (digits,) = quantities("within 72 hours")
+        assert (spelt.kind, spelt.value, spelt.unit) == ("duration", 72.0, "hour")
+        assert spelt.satisfied_by(digits) and digits.satisfied_by(spelt)
+        (days,) = quantities("within 3 days")
+        assert not days.satisfied_by(digits)  # units are never converted
+        (working,) = quantities("10 working days")
+        (plain,) = quantities("10 days")
+        assert plain.satisfied_by(working) and not working.satisfied_by(plain)
