@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from core.settings import Settings, get_settings
 from eval.jobs import EvalJobs, judge_config
 from generation.pipeline import AnswerUnavailableError
 
+log = logging.getLogger(__name__)
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
@@ -93,6 +95,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(
             status_code=error.status_code, content=body.model_dump(), headers=error.headers
         )
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, error: Exception) -> JSONResponse:
+        # Logged by the server; the caller gets the usual error body, never a plain-text page.
+        log.error("unhandled error", exc_info=error)
+        body = ErrorResponse(
+            error=ErrorDetail(code="internal_error", message="the request could not be completed")
+        )
+        return JSONResponse(status_code=500, content=body.model_dump())
 
     @app.exception_handler(AnswerUnavailableError)
     async def model_unavailable(_: Request, error: AnswerUnavailableError) -> JSONResponse:

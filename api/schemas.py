@@ -16,7 +16,9 @@ from generation.pipeline import QueryResult
 
 
 class QueryRequest(BaseModel):
-    question: str = Field(min_length=1, max_length=2000, description="The analyst's question.")
+    question: str = Field(
+        min_length=1, max_length=2000, pattern=r"\S", description="The analyst's question."
+    )
     top_k: int | None = Field(default=None, ge=1, le=50, description="Passages to retrieve.")
     filters: SearchFilters | None = Field(
         default=None, description="Restrict the documents searched."
