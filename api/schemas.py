@@ -166,7 +166,7 @@ class DocumentOut(BaseModel):
 
     document_id: str
     title: str
-    source: str = Field(description="Where it was ingested from.")
+    source: str = Field(description="The file it was ingested from (its name, not its path).")
     content_hash: str = Field(description="SHA-256 of the file: the version the chunks hold.")
     chunks: int
     access_groups: list[str]
@@ -175,7 +175,7 @@ class DocumentOut(BaseModel):
 
     @classmethod
     def from_record(cls, record: DocumentRecord) -> DocumentOut:
-        return cls.model_validate(record.model_dump())
+        return cls.model_validate(record.model_dump() | {"source": record.file_name})
 
 
 class SuspectChunkOut(BaseModel):

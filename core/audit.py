@@ -201,6 +201,16 @@ class AuditLog:
     def _text(self, text: str | None) -> str | None:
         return redact(text) if text is not None and self._redact_pii else text
 
+    def _redacted(self, value: Any) -> Any:
+        """Every string inside `value` redacted: filters are free text too."""
+        if isinstance(value, str):
+            return self._text(value)
+        if isinstance(value, list):
+            return [self._redacted(item) for item in value]
+        if isinstance(value, dict):
+            return {key: self._redacted(item) for key, item in value.items()}
+        return value
+
     def record_query(
         self,
         principal: Principal,
@@ -215,7 +225,9 @@ class AuditLog:
         the response carries as `query_id`. The streaming path calls this too, once it is done."""
         usage = answer.usage if answer else None
         detail: dict[str, Any] = {
-            "filters": filters.model_dump(mode="json", exclude_none=True) if filters else {},
+            "filters": self._redacted(filters.model_dump(mode="json", exclude_none=True))
+            if filters
+            else {},
             "chunk_ids": [p.chunk.chunk_id for p in passages],
             "pii_question": pii_kinds(question),
         }

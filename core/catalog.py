@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
+from pathlib import PurePath
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -103,6 +104,11 @@ class DocumentRecord(BaseModel):
     access_groups: list[str]
     metadata: dict[str, Any]
     ingested_at: dt.datetime
+
+    @property
+    def file_name(self) -> str:
+        """The source's file name: what callers see (the path is the server's business)."""
+        return PurePath(self.source).name
 
 
 class SuspectChunk(BaseModel):

@@ -66,3 +66,13 @@ class TestValidation:
         response = admin_client.get(path, params={"offset": 10**20})
         assert response.status_code == 422, response.text
         assert _is_error_body(response)
+
+
+@pytest.mark.integration
+def test_documents_show_the_file_name_never_the_server_path(small_dir: Path) -> None:
+    settings = make_settings(small_dir)
+    with TestClient(create_app(settings), headers=bearer(new_key(settings))) as client:
+        listed = client.get("/v1/documents").json()["items"]
+        one = client.get("/v1/documents/rules").json()
+    assert [d["source"] for d in listed] == ["rules.md"]
+    assert one["source"] == "rules.md"
