@@ -94,7 +94,8 @@ _PATTERNS: list[tuple[PiiKind, re.Pattern[str], Callable[[str], bool] | None]] =
         # Compact, or in groups of four (paper format) split by spaces or dashes; any case.
         re.compile(
             _BOUNDARY_START
-            + r"(?i:[A-Z]{2}\d{2}(?:[A-Z0-9]{11,30}|(?:[ -][A-Z0-9]{4}){2,7}(?:[ -][A-Z0-9]{1,4})?))"
+            + r"(?i:[A-Z]{2}\d{2}"
+            + r"(?:[A-Z0-9]{11,30}|(?:[ -][A-Z0-9]{4}){2,7}(?:[ -][A-Z0-9]{1,4})?))"
             + _BOUNDARY_END
         ),
         iban_valid,

@@ -269,6 +269,14 @@ class TestMigrations:
         with legacy.begin() as connection:
             # As the catalog was before migrations existed: no injection screening yet.
             connection.execute(text("ALTER TABLE ingest_job_documents DROP COLUMN suspect_chunks"))
+            # ... nor resumable jobs and metadata updates (0005).
+            for table, column in [
+                ("ingest_jobs", "worker"),
+                ("ingest_job_documents", "path"),
+                ("ingest_job_documents", "entry"),
+                ("documents", "pending_update"),
+            ]:
+                connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
             connection.execute(
                 text(
                     "INSERT INTO ingest_jobs (job_id, status, requested_by, created_at) "
@@ -284,7 +292,7 @@ class TestMigrations:
             )
             with engine.connect() as connection:
                 assert connection.scalar(text("SELECT job_id FROM ingest_jobs")) == "j1"
-                assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0004"
+                assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0005"
             log = AuditLog(make_session_factory(engine))
             log.append(AuditEvent.JOB_CREATED, "cli")
             assert log.verify().ok

@@ -23,4 +23,7 @@ def test_filters_are_redacted_like_the_question(tmp_path: Path) -> None:
         detail = audit.entries()[0][0].detail
     finally:
         engine.dispose()
-    assert detail["filters"] == {"document_ids": ["gdpr", "[EMAIL]"], "regulators": ["call [PHONE]"]}
+    assert detail["filters"] == {
+        "document_ids": ["gdpr", "[EMAIL]"],
+        "regulators": ["call [PHONE]"],
+    }
