@@ -65,6 +65,7 @@ class AuditEvent(enum.StrEnum):
     KEY_CREATED = "key.created"
     KEY_REVOKED = "key.revoked"
     DENIED = "auth.denied"
+    QUERY_REJECTED = "query.rejected"
     AUDIT_REKEYED = "audit.rekeyed"
 
 
@@ -346,6 +347,23 @@ class AuditLog:
             completion_tokens=usage.completion_tokens if usage else None,
             cost_usd=usage.cost_usd if usage else None,
             latency_ms=round(latency_ms, 3),
+        )
+
+    def record_rejection(
+        self,
+        principal: Principal | None,
+        question: str | None,
+        target: str,
+        detail: dict[str, Any],
+    ) -> int:
+        """A question refused before it was answered (prompt injection); redacted as queries are."""
+        return self.append(
+            AuditEvent.QUERY_REJECTED,
+            principal.subject if principal else "unauthenticated",
+            role=principal.role.value if principal else None,
+            target=target,
+            detail=detail | {"pii_question": pii_kinds(question or "")},
+            question=self._text(question),
         )
 
     # reading

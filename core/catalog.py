@@ -182,6 +182,10 @@ class PendingDocument(BaseModel):
     entry: dict[str, Any] | None
 
 
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
 def _process_start(pid: int) -> str:
     """The process's start time in clock ticks since boot (Linux), so a reused pid is told apart."""
     try:
@@ -336,10 +340,11 @@ class Catalog:
         requested_by: str,
         paths: list[str] | None = None,
         entries: list[dict[str, Any] | None] | None = None,
+        job_id: str | None = None,
     ) -> str:
         """A queued job of these documents: shown by `sources`, read from `paths` (default: the
         sources), with the metadata `entries` given for them (default: their folder manifests)."""
-        job_id = str(uuid.uuid4())
+        job_id = job_id or new_job_id()
         paths = paths or sources
         entries = entries or [None] * len(sources)
         if not len(paths) == len(entries) == len(sources):
@@ -365,6 +370,13 @@ class Catalog:
             row = session.get_one(JobRow, job_id)
             row.status, row.worker, row.error = JobStatus.RUNNING.value, this_worker(), None
             row.started_at = row.started_at or _now()
+
+    def requeue_job(self, job_id: str) -> Job:
+        with self._sessions.begin() as session:
+            row = session.get_one(JobRow, job_id)
+            row.status, row.worker, row.error = JobStatus.QUEUED.value, this_worker(), None
+            row.finished_at = None
+            return _job_view(row)
 
     def pending_documents(self, job_id: str) -> list[PendingDocument]:
         with self._sessions() as session:

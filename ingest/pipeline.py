@@ -206,6 +206,7 @@ class Ingestor:
         requested_by: str,
         paths: list[Path] | None = None,
         entries: list[ManifestEntry] | None = None,
+        job_id: str | None = None,
     ) -> str:
         """Record a queued job (and audit it); `run` with its id works through it. `paths` are
         where the files are read from (default: the sources), `entries` the metadata given with
@@ -217,6 +218,7 @@ class Ingestor:
             entries=[e.model_dump(mode="json", exclude_none=True) for e in entries]
             if entries is not None
             else None,
+            job_id=job_id,
         )
         self._audit.append(
             AuditEvent.JOB_CREATED, requested_by, target=job_id, detail={"sources": sources}
@@ -284,12 +286,13 @@ class Ingestor:
         on_document: ProgressCallback | None = None,
         stop: threading.Event | None = None,
     ) -> Job:
-        """Work through the documents an interrupted (or failed) job has left, under its id."""
+        """Work through the documents an interrupted (or failed, or queued) job has left, under
+        its id."""
         self.recover()
         job = self._catalog.job(job_id)
         if job is None:
             raise KeyError(job_id)
-        if job.status not in RESUMABLE:
+        if not self.resumable(job) and job.status is not JobStatus.QUEUED:
             raise JobNotResumableError(
                 f"job {job_id} is {job.status.value}: only interrupted or failed jobs resume"
             )
@@ -319,6 +322,14 @@ class Ingestor:
             stop=stop,
             claimed=claimed,
         )
+
+    @staticmethod
+    def resumable(job: Job) -> bool:
+        return job.status in RESUMABLE
+
+    def queue_resume(self, job_id: str) -> Job:
+        """Mark a resumable job queued again, for `resume` on a worker thread."""
+        return self._catalog.requeue_job(job_id)
 
     def _work(
         self,

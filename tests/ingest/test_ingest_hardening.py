@@ -235,3 +235,47 @@ def test_both_stores_update_a_documents_fields_in_place(tmp_path: Path, deployme
     untouched = [c for c in by_document.values() if c.document_id == "b"]
     assert [(c.document_title, c.access_groups) for c in untouched] == [("Old", ["public"])]
     assert sorted(h.chunk.document_id for h in board_only) == ["a", "a"]
+
+
+@pytest.mark.integration
+class TestInterruptedJobs:
+    def test_a_stopped_job_is_interrupted_then_resumed_to_the_end(
+        self, tmp_path: Path, embedder: Embedder
+    ) -> None:
+        import threading
+
+        docs = tmp_path / "docs"
+        _write(docs, {"memo.md": {"access_groups": ["board"]}}, **{"memo.md": MEMO})
+        (docs / "rules.md").write_text("# Rules\n\nKeep records for six years.\n")
+        stop = threading.Event()
+        stop.set()  # a shutdown before the first document was stored
+        with services_for(make_settings(tmp_path / "data"), embedder) as services:
+            ingestor = services.ingestor()
+            stopped = ingestor.run(list(discover_files([docs])), stop=stop)
+            resumed = ingestor.resume(stopped.job_id, requested_by="key:admin")
+            again = services.catalog.job(stopped.job_id)
+            memo = services.catalog.document("memo")
+        assert stopped.status.value == "interrupted" and stopped.counts["pending"] == 2
+        assert "2 of 2 documents left" in (stopped.error or "")
+        assert resumed.status.value == "succeeded" and resumed.counts["ingested"] == 2
+        assert again is not None and again.job_id == stopped.job_id
+        assert memo is not None and memo.access_groups == ["board"]  # its manifest still applies
+
+    def test_a_job_of_a_dead_process_is_marked_interrupted(
+        self, tmp_path: Path, embedder: Embedder
+    ) -> None:
+        import socket
+
+        from core.catalog import JobRow
+
+        settings = make_settings(tmp_path / "data")
+        with services_for(settings, embedder) as services:
+            alive = services.catalog.create_job(["a.md"], "cli")  # this process: alive
+            dead = services.catalog.create_job(["b.md"], "cli")
+            other_host = services.catalog.create_job(["c.md"], "cli")
+            with services.catalog._sessions.begin() as session:
+                session.get_one(JobRow, dead).worker = f"{socket.gethostname()}:999999999:1"
+                session.get_one(JobRow, other_host).worker = "elsewhere:1:1"
+            services.ingestor().recover()
+            statuses = {j: services.catalog.job(j).status.value for j in (alive, dead, other_host)}  # type: ignore[union-attr]
+        assert statuses == {alive: "queued", dead: "interrupted", other_host: "queued"}
