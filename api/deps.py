@@ -4,15 +4,14 @@ calling."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.errors import ApiError
 from api.schemas import ErrorResponse
 from api.services import Services
-from core.audit import AuditEvent, AuditLog
+from core.audit import AuditLog
 from core.auth import AuthError, KeyStore
 from core.catalog import Catalog
 from core.models import Principal, Role
@@ -20,6 +19,9 @@ from core.settings import Settings
 from eval.jobs import EvalJobs
 from generation.pipeline import QueryPipeline
 from ingest.pipeline import Ingestor
+
+if TYPE_CHECKING:
+    from api.limits import AuthGuard
 
 _bearer = HTTPBearer(
     auto_error=False, description="An API key (rk_...) or an OIDC access token (JWT)."
@@ -91,20 +93,43 @@ def deny(
     message: str,
     principal: Principal | None = None,
 ) -> NoReturn:
-    """Refuse the request, and leave a row in the audit log saying who was refused what."""
-    services.audit.append(
-        AuditEvent.DENIED,
-        principal.subject if principal else "unauthenticated",
-        role=principal.role.value if principal else None,
-        target=f"{request.method} {request.url.path}",
-        detail={
-            "status": status,
-            "code": code,
-            "message": message,
-            "client": request.client.host if request.client else None,
-        },
-    )
-    raise ApiError(status, code, message)
+    """Refuse the request, and account for it in the audit log (repeats of one client coalesce,
+    so a flood cannot grow the log) and, for failed authentication, in that client's limit."""
+    guard: AuthGuard = request.app.state.auth_guard
+    guard.refuse(request, status, code, message, principal)
+
+
+def bearer_credential(authorization: str | None) -> str | None:
+    """The credential of an `Authorization: Bearer ...` header, as HTTPBearer reads it."""
+    scheme, _, credential = (authorization or "").partition(" ")
+    return (credential.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def authenticate(request: Request, services: Services, credential: str | None) -> Principal:
+    """The caller, kept on the request for the routes after; 401 (or 429 for a client address
+    that failed too often: its credentials are then not even checked)."""
+    known: Principal | None = getattr(request.state, "principal", None)
+    if known is not None:
+        return known
+    if not services.settings.auth_enabled:
+        principal = services.anonymous_principal()
+    else:
+        guard: AuthGuard = request.app.state.auth_guard
+        guard.check(request)
+        if credential is None:
+            deny(
+                services,
+                request,
+                401,
+                "unauthorized",
+                "send 'Authorization: Bearer <key or token>'",
+            )
+        try:
+            principal = services.authenticator.run(credential)
+        except AuthError as error:
+            deny(services, request, 401, "invalid_credentials", str(error))
+    request.state.principal = principal
+    return principal
 
 
 def get_principal(
@@ -112,15 +137,9 @@ def get_principal(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The authenticated caller; with authentication off, the anonymous analyst."""
-    if not services.settings.auth_enabled:
-        return services.anonymous_principal()
-    if credentials is None:
-        deny(services, request, 401, "unauthorized", "send 'Authorization: Bearer <key or token>'")
-    try:
-        return services.authenticator.run(credentials.credentials)
-    except AuthError as error:
-        deny(services, request, 401, "invalid_credentials", str(error))
+    """The authenticated caller; with authentication off, the anonymous analyst. Requests with
+    a body were authenticated before it was read (api.limits.RequestGate)."""
+    return authenticate(request, services, credentials.credentials if credentials else None)
 
 
 def require_role(*roles: Role) -> Callable[..., Principal]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -12,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import AUTH_ERRORS
-from api.limits import V1_ERROR_RESPONSES, RateLimited, install_limits
+from api.limits import V1_ERROR_RESPONSES, AuthGuard, RateLimited, install_limits
 from api.metrics import install_metrics
 from api.routes import (
     audit,
@@ -34,6 +36,7 @@ from core.settings import Settings, get_settings
 from eval.jobs import EvalJobs, judge_config
 from generation.pipeline import AnswerUnavailableError
 
+log = logging.getLogger(__name__)
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
@@ -54,6 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.serve_queries()
         app.state.services = services
         app.state.pipeline = services.query_pipeline()
+        # Set at shutdown: background jobs stop after what they have in hand, resumable.
+        app.state.stopping = threading.Event()
+        services.ingestor().recover()  # jobs a dead process left: interrupted
         # One ingestion job at a time, beside the request threads.
         app.state.ingest_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
         # One evaluation run at a time; it answers through the same pipeline as /v1/query.
@@ -67,11 +73,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             judge_config(settings),
         )
         app.state.eval_jobs.resume_interrupted()
+        app.state.auth_guard = AuthGuard(
+            services.audit,
+            settings.auth_failures_per_minute,
+            settings.auth_failure_burst,
+            settings.audit_denial_window_s,
+        )
         try:
             yield
         finally:
+            app.state.stopping.set()
             app.state.eval_worker.shutdown(wait=True, cancel_futures=True)
             app.state.ingest_worker.shutdown(wait=True, cancel_futures=True)
+            app.state.auth_guard.flush()
             services.close()
 
     app = FastAPI(
@@ -106,6 +120,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(
             status_code=error.status_code, content=body.model_dump(), headers=error.headers
         )
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, error: Exception) -> JSONResponse:
+        # Logged by the server; the caller gets the usual error body, never a plain-text page.
+        log.error("unhandled error", exc_info=error)
+        body = ErrorResponse(
+            error=ErrorDetail(code="internal_error", message="the request could not be completed")
+        )
+        return JSONResponse(status_code=500, content=body.model_dump())
 
     @app.exception_handler(AnswerUnavailableError)
     async def model_unavailable(_: Request, error: AnswerUnavailableError) -> JSONResponse:

@@ -28,7 +28,9 @@ from generation.pipeline import QueryResult
 
 
 class QueryRequest(BaseModel):
-    question: str = Field(min_length=1, max_length=2000, description="The analyst's question.")
+    question: str = Field(
+        min_length=1, max_length=2000, pattern=r"\S", description="The analyst's question."
+    )
     top_k: int | None = Field(default=None, ge=1, le=50, description="Passages to retrieve.")
     filters: SearchFilters | None = Field(
         default=None, description="Restrict the documents searched."
@@ -207,7 +209,7 @@ class DocumentOut(BaseModel):
 
     document_id: str
     title: str
-    source: str = Field(description="Where it was ingested from.")
+    source: str = Field(description="The file it was ingested from (its name, not its path).")
     content_hash: str = Field(description="SHA-256 of the file: the version the chunks hold.")
     chunks: int
     access_groups: list[str]
@@ -216,7 +218,7 @@ class DocumentOut(BaseModel):
 
     @classmethod
     def from_record(cls, record: DocumentRecord) -> DocumentOut:
-        return cls.model_validate(record.model_dump())
+        return cls.model_validate(record.model_dump() | {"source": record.file_name})
 
 
 class SuspectChunkOut(BaseModel):

@@ -42,7 +42,7 @@ class Services:
         self.engine = make_engine(settings)
         sessions = make_session_factory(self.engine)
         self.catalog = Catalog(sessions)
-        self.audit = AuditLog(sessions, redact_pii=settings.audit_redact_pii)
+        self.audit = AuditLog.from_settings(sessions, settings)
         self.keys = KeyStore(sessions, self.audit)
         self.saved = SavedAnswers(sessions)
         self.store = open_vector_store(settings)

@@ -30,6 +30,7 @@ from core.models import (
 )
 from core.settings import Settings
 
+KEY = b"benchmark-audit-key-" * 2  # HMAC-SHA256 chain, as served
 PRINCIPAL = Principal(subject="key:bench", groups=["public"], role=Role.ANALYST)
 QUESTION = "Within how many hours must a breach be notified? Reply to jane@example.com"
 
@@ -70,7 +71,7 @@ def _query_parts() -> tuple[Answer, list[RetrievedChunk]]:
 
 def measure(name: str, settings: Settings, rows: int, writers: int) -> None:
     engine = make_engine(settings)
-    audit = AuditLog(make_session_factory(engine))
+    audit = AuditLog(make_session_factory(engine), key=KEY)
     answer, passages = _query_parts()
     filters = SearchFilters(document_ids=["gdpr"])
     timings = []
@@ -86,7 +87,7 @@ def measure(name: str, settings: Settings, rows: int, writers: int) -> None:
     engines = [
         sqlalchemy.create_engine(engine.url, connect_args=connect_args) for _ in range(writers)
     ]
-    logs = [AuditLog(make_session_factory(e)) for e in engines]
+    logs = [AuditLog(make_session_factory(e), key=KEY) for e in engines]
     per_writer = max(1, rows // writers)
     started = time.perf_counter()
     threads = [

@@ -45,7 +45,7 @@ def luhn_valid(digits: str) -> bool:
 
 def iban_valid(iban: str) -> bool:
     """ISO 13616: country code and check digits moved to the end, letters as numbers, mod 97 = 1."""
-    compact = iban.replace(" ", "").upper()
+    compact = re.sub(r"[ -]", "", iban).upper()
     if not re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]{11,30}", compact):
         return False
     rearranged = compact[4:] + compact[:4]
@@ -58,17 +58,25 @@ def _card(candidate: str) -> bool:
     return 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_valid(digits)
 
 
+_DATE = re.compile(r"\d{1,4}([./-])\d{1,2}\1\d{1,4}")
+_LOCAL_NORTH_AMERICAN = re.compile(r"[2-9]\d{2}-\d{4}")
+
+
 def _phone(candidate: str) -> bool:
     digits = re.sub(r"\D", "", candidate)
-    if not 8 <= len(digits) <= 15:
+    if _LOCAL_NORTH_AMERICAN.fullmatch(candidate):  # 555-0134: a local number, no area code
+        return True
+    if not 8 <= len(digits) <= 15 or _DATE.fullmatch(candidate):
         return False
     if candidate.startswith(("+", "(")):
         return True
     if candidate.startswith("00"):  # international prefix: a country code and a full number follow
         return len(digits) >= 11
-    # A national number with a trunk prefix (0 20 7946 0958) or the North American 3-3-4 shape.
+    # A national number with a trunk prefix and any separator (020 7946 0958, 0171-1234567,
+    # 030/1234567, 06.12.34.56.78), or the North American 3-3-4 shape.
     north_american = re.fullmatch(r"\d{3}[-. ]\d{3}[-. ]\d{4}", candidate) is not None
-    return north_american or (candidate.startswith("0") and " " in candidate.strip())
+    trunk = candidate.startswith("0") and re.search(r"[ ./-]", candidate) is not None
+    return north_american or trunk
 
 
 _BOUNDARY_START = r"(?<![\w@./+-])"
@@ -83,7 +91,13 @@ _PATTERNS: list[tuple[PiiKind, re.Pattern[str], Callable[[str], bool] | None]] =
     ),
     (
         PiiKind.IBAN,
-        re.compile(_BOUNDARY_START + r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}" + _BOUNDARY_END),
+        # Compact, or in groups of four (paper format) split by spaces or dashes; any case.
+        re.compile(
+            _BOUNDARY_START
+            + r"(?i:[A-Z]{2}\d{2}"
+            + r"(?:[A-Z0-9]{11,30}|(?:[ -][A-Z0-9]{4}){2,7}(?:[ -][A-Z0-9]{1,4})?))"
+            + _BOUNDARY_END
+        ),
         iban_valid,
     ),
     (
@@ -108,7 +122,7 @@ _PATTERNS: list[tuple[PiiKind, re.Pattern[str], Callable[[str], bool] | None]] =
         PiiKind.PHONE,
         re.compile(
             _BOUNDARY_START
-            + r"(?:\+|00)?(?:\d{1,4}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{2,5}(?:[ .-]\d{2,5}){1,4}"
+            + r"(?:\+|00)?(?:\d{1,4}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{2,5}(?:[ ./-]\d{2,8}){1,4}"
             + _BOUNDARY_END
             + r"|(?<![\w+])\(\d{1,5}\)[ .-]?\d{2,5}(?:[ .-]\d{2,5}){1,3}"
             + _BOUNDARY_END

@@ -276,6 +276,36 @@ class Settings(BaseSettings):
         "refuse before generation.",
     )
 
+    # Hardening (issue 20): the audit key, upload limits, failed-authentication limits.
+    audit_key: SecretStr | None = Field(
+        default=None,
+        description="The key of the audit log's HMAC chain (at least 32 characters); unset: a "
+        "key file made once in data_dir (audit.key, mode 0600). Never stored in the database; "
+        "processes sharing one database on several hosts must share it.",
+    )
+    max_upload_mb: float = Field(
+        default=500.0,
+        gt=0,
+        description="Largest upload request (all its files together); 413 beyond, refused by "
+        "Content-Length before any byte is read. Each file is also held to max_file_mb.",
+    )
+    auth_failures_per_minute: float = Field(
+        default=10,
+        ge=0,
+        description="Failed authentications allowed per client address per minute (after a burst "
+        "of auth_failure_burst); beyond, that address gets 429 without its credentials being "
+        "checked; 0: unlimited.",
+    )
+    auth_failure_burst: int = Field(
+        default=20, ge=1, description="Failed authentications a client address may make at once."
+    )
+    audit_denial_window_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Repeated refusals of one client address (same status and code) within this "
+        "window share one audit row, which counts them, so a flood cannot grow the log.",
+    )
+
     @field_validator("reranker", "verifier", "relevance_threshold", mode="before")
     @classmethod
     def _none_turns_off(cls, value: object) -> object:

@@ -15,6 +15,7 @@ import html
 import io
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,8 +58,15 @@ def content_hash(path: Path) -> str:
 
 
 def document_id_for(path: Path) -> str:
-    """A stable id from the file name, so that re-ingesting a file addresses the same document."""
-    return re.sub(r"[^a-z0-9]+", "-", path.stem.lower()).strip("-") or "document"
+    """A stable id from the file name, so that re-ingesting a file addresses the same document.
+
+    Letters, marks and digits of any script are kept (lower case, NFC: a name typed on macOS and
+    on Linux gives one id); every run of anything else becomes one dash. ASCII names get the ids
+    they always had.
+    """
+    stem = unicodedata.normalize("NFC", path.stem).lower()
+    kept = "".join(c if unicodedata.category(c)[0] in "LMN" else "-" for c in stem)
+    return re.sub(r"-+", "-", kept).strip("-") or "document"
 
 
 @dataclass

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from qdrant_client import models
 
 from core.audit import AuditEvent, AuditLog
-from core.catalog import Catalog, DocumentRecord, DocumentStatus, Job, JobDocument, SuspectChunk
+from core.catalog import (
+    Catalog,
+    DocumentRecord,
+    DocumentStatus,
+    Job,
+    JobDocument,
+    JobStatus,
+    SuspectChunk,
+    document_metadata,
+)
 from core.injection import QUARANTINE_REASON, InjectionPolicy, InjectionScreen
-from core.models import Chunk, Document
+from core.models import Chunk, Document, DocumentFields
 from core.settings import Settings
 from ingest.chunking import Chunker
 from ingest.errors import IngestError
@@ -28,6 +39,11 @@ from retrieval.store import VectorStore
 
 ProgressCallback = Callable[[JobDocument], None]
 UPSERT_BATCH = 256  # chunks written to the store together: bounds the store's request size
+RESUMABLE = frozenset({JobStatus.INTERRUPTED, JobStatus.FAILED})
+
+
+class JobNotResumableError(ValueError):
+    """The job is not one that stopped before its end."""
 
 
 class ChangeWatcher(Protocol):
@@ -81,16 +97,55 @@ class _Parsed:
     suspects: list[SuspectChunk]
 
 
-def _chunk_count(item: _Decided | _Parsed) -> int:
+@dataclass
+class _Relabeled:
+    """A file whose content is unchanged but whose manifest metadata changed."""
+
+    position: int
+    path: Path
+    started: float
+    known: DocumentRecord
+    fields: DocumentFields
+    changes: dict[str, dict[str, Any]]
+
+
+@dataclass
+class _Claim:
+    """A document id taken by a file of this job."""
+
+    path: Path
+    digest: str
+    chunks: int
+
+
+_Item = _Decided | _Parsed | _Relabeled
+
+
+def _chunk_count(item: _Item) -> int:
     return len(item.texts) if isinstance(item, _Parsed) else 0
+
+
+def _changes(before: DocumentFields, after: DocumentFields) -> dict[str, dict[str, Any]]:
+    """The fields that differ, as {"field": {"from": old, "to": new}} (JSON values)."""
+    old, new = before.model_dump(mode="json"), after.model_dump(mode="json")
+    return {
+        name: {"from": old[name], "to": new[name]}
+        for name in new
+        if json.dumps(old[name], sort_keys=True) != json.dumps(new[name], sort_keys=True)
+    }
 
 
 class Ingestor:
     """Parses, chunks, embeds and stores documents, one job at a time.
 
-    Unchanged documents (same content hash) are skipped. A changed document's new chunks are
-    written before its old version's chunks are removed: readers see the old version, then both
-    for the moment between the two writes, then the new one; never neither.
+    Unchanged documents (same content hash) are skipped; when only their manifest metadata
+    changed (groups, title, jurisdiction, dates, type), it is written to their stored chunks in
+    place, without re-embedding. A changed document's new chunks are written before its old
+    version's chunks are removed: readers see the old version, then both for the moment between
+    the two writes, then the new one; never neither.
+
+    Document ids are unique within a job: a second file that would take an id already taken fails
+    with a clear error; the same content twice is one document.
 
     A worker thread reads, parses and chunks the next documents (up to `embed_group_chunks`
     chunks ahead) while this thread embeds everything it has ready in one call, then writes
@@ -160,13 +215,50 @@ class Ingestor:
             watcher,
         )
 
-    def create_job(self, sources: list[str], requested_by: str) -> str:
-        """Record a queued job (and audit it); `run` with its id works through it."""
-        job_id = self._catalog.create_job(sources, requested_by)
+    def create_job(
+        self,
+        sources: list[str],
+        requested_by: str,
+        paths: list[Path] | None = None,
+        entries: list[ManifestEntry] | None = None,
+        job_id: str | None = None,
+    ) -> str:
+        """Record a queued job (and audit it); `run` with its id works through it. `paths` are
+        where the files are read from (default: the sources), `entries` the metadata given with
+        them (kept, so that a resumed job uses it too)."""
+        job_id = self._catalog.create_job(
+            sources,
+            requested_by,
+            paths=[str(p) for p in paths] if paths is not None else None,
+            entries=[e.model_dump(mode="json", exclude_none=True) for e in entries]
+            if entries is not None
+            else None,
+            job_id=job_id,
+        )
         self._audit.append(
             AuditEvent.JOB_CREATED, requested_by, target=job_id, detail={"sources": sources}
         )
         return job_id
+
+    def recover(self) -> None:
+        """Finish what a crash left half done: jobs of dead processes are marked interrupted, and
+        metadata changes recorded but not yet in the chunks are written (rolled forward)."""
+        for job_id in self._catalog.interrupt_abandoned_jobs():
+            self._audit.append(
+                AuditEvent.JOB_FINISHED,
+                "recovery",
+                target=job_id,
+                detail={"status": JobStatus.INTERRUPTED.value},
+            )
+        for record, fields in self._catalog.pending_updates():
+            self._store.update_document_fields(record.document_id, fields)
+            self._catalog.finish_update(record.document_id)
+            self._audit.append(
+                AuditEvent.DOCUMENT_UPDATED,
+                "recovery",
+                target=record.document_id,
+                detail={"changes": _changes(record.fields(), fields), "recovered": True},
+            )
 
     def run(
         self,
@@ -177,26 +269,109 @@ class Ingestor:
         force: bool = False,
         job_id: str | None = None,
         rebuild: bool = False,
+        stop: threading.Event | None = None,
     ) -> Job:
         """Ingest `files` as one job; metadata from `metadata`, else from each folder's manifest.
 
         `force` re-parses documents even when unchanged (reindex); `rebuild` says the job
         re-embeds every document, so it may switch the index to another embedder. One document's
-        failure is recorded on its row and the job goes on.
+        failure is recorded on its row and the job goes on. A file named twice counts once. When
+        `stop` is set the job ends after the documents in hand, as interrupted (resumable).
         """
         files = list(files)
-        job_id = job_id or self.create_job([str(f) for f in files], requested_by)
+        if job_id is None:
+            files = list(dict.fromkeys(files))
+            job_id = self.create_job([str(f) for f in files], requested_by)
+        self.recover()
+        return self._work(
+            job_id,
+            list(enumerate(files)),
+            metadata or {},
+            requested_by,
+            on_document,
+            force=force,
+            rebuild=rebuild,
+            stop=stop,
+        )
+
+    def resume(
+        self,
+        job_id: str,
+        requested_by: str = "cli",
+        on_document: ProgressCallback | None = None,
+        stop: threading.Event | None = None,
+    ) -> Job:
+        """Work through the documents an interrupted (or failed, or queued) job has left, under
+        its id."""
+        self.recover()
+        job = self._catalog.job(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        if not self.resumable(job) and job.status is not JobStatus.QUEUED:
+            raise JobNotResumableError(
+                f"job {job_id} is {job.status.value}: only interrupted or failed jobs resume"
+            )
+        pending = self._catalog.pending_documents(job_id)
+        metadata = {
+            Path(p.path): ManifestEntry.model_validate(p.entry)
+            for p in pending
+            if p.entry is not None
+        }
+        self._audit.append(
+            AuditEvent.JOB_RESUMED, requested_by, target=job_id, detail={"left": len(pending)}
+        )
+        claimed = {
+            d.document_id: _Claim(Path(d.source), known.content_hash, known.chunks)
+            for d in job.documents
+            if d.document_id
+            and d.status is not DocumentStatus.PENDING
+            and d.status is not DocumentStatus.FAILED
+            and (known := self._catalog.document(d.document_id)) is not None
+        }
+        return self._work(
+            job_id,
+            [(p.position, Path(p.path)) for p in pending],
+            metadata,
+            requested_by,
+            on_document,
+            stop=stop,
+            claimed=claimed,
+        )
+
+    @staticmethod
+    def resumable(job: Job) -> bool:
+        return job.status in RESUMABLE
+
+    def queue_resume(self, job_id: str) -> Job:
+        """Mark a resumable job queued again, for `resume` on a worker thread."""
+        return self._catalog.requeue_job(job_id)
+
+    def _work(
+        self,
+        job_id: str,
+        files: list[tuple[int, Path]],
+        metadata: dict[Path, ManifestEntry],
+        requested_by: str,
+        on_document: ProgressCallback | None,
+        *,
+        force: bool = False,
+        rebuild: bool = False,
+        stop: threading.Event | None = None,
+        claimed: dict[str, _Claim] | None = None,
+    ) -> Job:
         self._store.ensure_collection(self._embedder.dimension)
         self._catalog.start_job(job_id)
         try:
             self._claim_index(rebuild)
             with ReadAhead(
-                self._prepare(files, metadata or {}, force),
+                self._prepare(files, metadata, force, claimed or {}),
                 size=_chunk_count,
                 budget=self._embed_group_chunks,
                 name="regulus-ingest-parse",
             ) as parsed:
                 for group in parsed.groups():
+                    if stop is not None and stop.is_set():
+                        return self._interrupt(job_id, requested_by)
                     self._store_group(group, requested_by, job_id, on_document)
         except Exception as error:
             self._finish(job_id, requested_by, error=f"{type(error).__name__}: {error}")
@@ -205,27 +380,33 @@ class Ingestor:
         return self._finish(job_id, requested_by)
 
     def _prepare(
-        self, files: list[Path], metadata: dict[Path, ManifestEntry], force: bool
-    ) -> Iterator[_Decided | _Parsed]:
-        """Each file checked, parsed and chunked; runs in the read-ahead thread, writes nothing."""
+        self,
+        files: list[tuple[int, Path]],
+        metadata: dict[Path, ManifestEntry],
+        force: bool,
+        claimed: dict[str, _Claim],
+    ) -> Iterator[_Item]:
+        """Each file checked, parsed and chunked; runs in the read-ahead thread, writes nothing.
+
+        `claimed` holds the document ids this job has taken so far (and by which file)."""
         manifests: dict[Path, Manifest] = {}
-        for position, path in enumerate(files):
+        for position, path in files:
             started = time.perf_counter()
-            item: _Decided | _Parsed
+            item: _Item
             try:
                 entry = metadata.get(path)
                 if entry is None:
                     if path.parent not in manifests:
                         manifests[path.parent] = Manifest.for_folder(path.parent)
                     entry = manifests[path.parent].for_file(path.name)
-                item = self._parse_one(position, path, entry, force, started)
+                item = self._parse_one(position, path, entry, force, started, claimed)
             except (IngestError, OSError) as error:
                 item = _Decided(position, path, started, _failure(path, error))
             yield item
 
     def _store_group(
         self,
-        group: list[_Decided | _Parsed],
+        group: list[_Item],
         requested_by: str,
         job_id: str,
         on_document: ProgressCallback | None,
@@ -245,12 +426,24 @@ class Ingestor:
                     outcome = self._store_one(item, own, requested_by, job_id)
                 except (IngestError, OSError) as error:
                     outcome = _failure(item.path, error)
+            elif isinstance(item, _Relabeled):
+                outcome = self._relabel(item, requested_by, job_id)
             else:
                 outcome = item.outcome
             outcome.duration_ms = (time.perf_counter() - item.started) * 1000
             self._catalog.record_document(job_id, item.position, outcome)
             if on_document:
                 on_document(outcome)
+
+    def _interrupt(self, job_id: str, requested_by: str) -> Job:
+        job = self._catalog.interrupt_job(job_id, "stopped (shutdown)")
+        self._audit.append(
+            AuditEvent.JOB_FINISHED,
+            requested_by,
+            target=job_id,
+            detail={"status": job.status.value, "counts": job.counts, "error": job.error},
+        )
+        return job
 
     def _finish(self, job_id: str, requested_by: str, error: str | None = None) -> Job:
         job = self._catalog.finish_job(job_id, error=error)
@@ -277,8 +470,14 @@ class Ingestor:
         self._catalog.set_index_embedder(current)
 
     def _parse_one(
-        self, position: int, path: Path, entry: ManifestEntry, force: bool, started: float
-    ) -> _Decided | _Parsed:
+        self,
+        position: int,
+        path: Path,
+        entry: ManifestEntry,
+        force: bool,
+        started: float,
+        claimed: dict[str, _Claim],
+    ) -> _Item:
         size = path.stat().st_size
         if size > self._max_file_bytes:
             raise IngestError(
@@ -287,6 +486,14 @@ class Ingestor:
             )
         document_id = entry.document_id or document_id_for(path)
         digest = content_hash(path)
+        if (first := claimed.get(document_id)) is not None:
+            if first.digest != digest:
+                raise IngestError(
+                    f"{path.name}: its document id {document_id!r} is already taken in this job "
+                    f"by {first.path.name}; rename one of the files or give it a document_id "
+                    "in the manifest"
+                )
+            return _Decided(position, path, started, _unchanged(path, document_id, first.chunks))
         known = self._catalog.document(document_id)
         if (
             not force
@@ -294,15 +501,11 @@ class Ingestor:
             and known.content_hash == digest
             and self._store.has_document(document_id, digest)
         ):
-            unchanged = JobDocument(
-                source=str(path),
-                document_id=document_id,
-                status=DocumentStatus.UNCHANGED,
-                chunks=known.chunks,
-                error=None,
-                duration_ms=None,
-            )
-            return _Decided(position, path, started, unchanged)
+            claimed[document_id] = _Claim(path, digest, known.chunks)
+            fields = self._fields(document_id, entry, known)
+            if changes := _changes(known.fields(), fields):
+                return _Relabeled(position, path, started, known, fields, changes)
+            return _Decided(position, path, started, _unchanged(path, document_id, known.chunks))
         document = parse_document(path, entry.model_copy(update={"document_id": document_id}))
         if not document.access_groups:
             document.access_groups = list(self._default_access_groups)
@@ -310,7 +513,45 @@ class Ingestor:
         suspects = self._screen_chunks(chunks)
         texts = [chunk.embedding_text() for chunk in chunks]
         sparse = [self._sparse_encoder.encode_document(text) for text in texts]
+        claimed[document_id] = _Claim(path, digest, len(chunks))
         return _Parsed(position, path, started, known, document, chunks, texts, sparse, suspects)
+
+    def _fields(
+        self, document_id: str, entry: ManifestEntry, known: DocumentRecord
+    ) -> DocumentFields:
+        """The document fields the manifest now gives an unchanged document, as parsing would.
+
+        A title the manifest does not name stays the one recorded (it came from the document).
+        """
+        return DocumentFields.model_validate(
+            entry.model_dump(exclude={"document_id", "title", "access_groups"})
+            | {
+                "document_id": document_id,
+                "document_title": entry.title or known.title,
+                "access_groups": entry.access_groups or list(self._default_access_groups),
+            }
+        )
+
+    def _relabel(self, item: _Relabeled, requested_by: str, job_id: str) -> JobDocument:
+        """Intent in the catalog, then the chunks (one store operation), then the catalog row."""
+        document_id = item.known.document_id
+        self._catalog.begin_update(document_id, item.fields)
+        self._store.update_document_fields(document_id, item.fields)
+        self._catalog.finish_update(document_id)
+        self._audit.append(
+            AuditEvent.DOCUMENT_UPDATED,
+            requested_by,
+            target=document_id,
+            detail={"job_id": job_id, "source": str(item.path), "changes": item.changes},
+        )
+        return JobDocument(
+            source=str(item.path),
+            document_id=document_id,
+            status=DocumentStatus.UPDATED,
+            chunks=item.known.chunks,
+            error=None,
+            duration_ms=None,
+        )
 
     def _store_one(
         self, item: _Parsed, vectors: np.ndarray, requested_by: str, job_id: str
@@ -328,16 +569,7 @@ class Ingestor:
                 content_hash=document.content_hash,
                 chunks=len(chunks),
                 access_groups=document.access_groups,
-                metadata=document.model_dump(
-                    mode="json",
-                    include={
-                        "jurisdiction",
-                        "regulator",
-                        "document_type",
-                        "effective_date",
-                        "version",
-                    },
-                ),
+                metadata=document_metadata(document),
                 ingested_at=dt.datetime.now(dt.UTC),
             )
         )
@@ -440,12 +672,7 @@ class Ingestor:
             for r in self._catalog.documents()
             if document_ids is None or r.document_id in document_ids
         ]
-        metadata = {
-            Path(r.source): Manifest.for_folder(Path(r.source).parent)
-            .for_file(Path(r.source).name)
-            .model_copy(update={"document_id": r.document_id})
-            for r in records
-        }
+        metadata = {Path(r.source): _reindex_entry(r) for r in records}
         return self.run(
             metadata,
             requested_by="reindex",
@@ -454,6 +681,30 @@ class Ingestor:
             force=True,
             rebuild=len(records) == len(self._catalog.documents()),
         )
+
+
+def _reindex_entry(record: DocumentRecord) -> ManifestEntry:
+    """The metadata a reindexed document keeps: its folder's manifest when there is one, else
+    what the catalog holds (an uploaded file's folder has no manifest: its groups must stay)."""
+    source = Path(record.source)
+    if any((source.parent / name).is_file() for name in MANIFEST_NAMES):
+        entry = Manifest.for_folder(source.parent).for_file(source.name)
+    else:
+        entry = ManifestEntry.model_validate(
+            record.metadata | {"title": record.title, "access_groups": record.access_groups}
+        )
+    return entry.model_copy(update={"document_id": record.document_id})
+
+
+def _unchanged(path: Path, document_id: str, chunks: int) -> JobDocument:
+    return JobDocument(
+        source=str(path),
+        document_id=document_id,
+        status=DocumentStatus.UNCHANGED,
+        chunks=chunks,
+        error=None,
+        duration_ms=None,
+    )
 
 
 def _failure(path: Path, error: Exception) -> JobDocument:

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.audit import AuditLog
+from core.audit import AuditLog, Checkpoint
 from core.auth import KeyStore
 from core.db import make_engine, make_session_factory
 from core.models import Role
@@ -23,7 +23,8 @@ from core.settings import Settings, get_settings
 
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 audit_app = typer.Typer(
-    help="The audit trail: verify the hash chain, export.", no_args_is_help=True
+    help="The audit trail: verify the keyed hash chain, checkpoint it, export.",
+    no_args_is_help=True,
 )
 console = Console(soft_wrap=True)
 
@@ -41,7 +42,7 @@ def sql_stores(settings: Settings | None = None) -> Iterator[tuple[KeyStore, Aud
     settings = settings or get_settings()
     engine = make_engine(settings)
     sessions = make_session_factory(engine)
-    audit = AuditLog(sessions, redact_pii=settings.audit_redact_pii)
+    audit = AuditLog.from_settings(sessions, settings)
     try:
         yield KeyStore(sessions, audit), audit
     finally:
@@ -100,14 +101,68 @@ def revoke_key(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> 
 
 
 @audit_app.command("verify")
-def verify() -> None:
+def verify(
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            help="A checkpoint written by `regulus audit checkpoint`: the log must still hold "
+            "its head row unchanged (catches a cut tail and any rewrite before it)."
+        ),
+    ] = None,
+) -> None:
     """Check the hash chain; exit code 1 and the first bad row when a row was edited or deleted."""
+    checkpoint = None
+    if against is not None:
+        try:
+            checkpoint = Checkpoint.model_validate_json(against.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            console.print(f"[red]error:[/red] {against}: not a readable checkpoint ({error})")
+            raise typer.Exit(2) from error
     with sql_stores() as (_, audit):
-        report = audit.verify()
+        report = audit.verify(against=checkpoint)
     if not report.ok:
-        console.print(f"[red]audit log BROKEN at row {report.first_bad_id}:[/red] {report.problem}")
+        where = f" at row {report.first_bad_id}" if report.first_bad_id else ""
+        console.print(f"[red]audit log BROKEN{where}:[/red] {report.problem}")
         raise typer.Exit(1)
-    console.print(f"audit log intact: {report.checked} rows")
+    anchored = f", up to the checkpoint of row {checkpoint.last_id}" if checkpoint else ""
+    console.print(f"audit log intact: {report.checked} rows{anchored}")
+
+
+@audit_app.command("checkpoint")
+def checkpoint(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Write the verified head of the chain, signed with the audit key, as one JSON object: keep
+    it outside the database (and the server) and check the log against it with `verify
+    --against`."""
+    with sql_stores() as (_, audit):
+        try:
+            head = audit.checkpoint()
+        except ValueError as error:
+            console.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(1) from error
+    if output is None:
+        print(head.model_dump_json())
+        return
+    output.write_text(head.model_dump_json() + "\n", encoding="utf-8")
+    console.print(f"checkpoint of row {head.last_id} written to {output}")
+
+
+@audit_app.command("rekey")
+def rekey() -> None:
+    """Adopt a chain written before the audit key existed: check it, then hash it again under the
+    key (run once after upgrading; a chain that does not check is left alone, exit code 1)."""
+    with sql_stores() as (_, audit):
+        report = audit.rekey()
+    if not report.ok:
+        console.print(
+            f"[red]not adopted: the log is broken at row {report.first_bad_id}:[/red] "
+            f"{report.problem}"
+        )
+        raise typer.Exit(1)
+    console.print(f"audit log keyed: {report.checked} rows")
 
 
 def _moment(value: str | None, end: bool) -> dt.datetime | None:

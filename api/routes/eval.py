@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, status
 
 from api.deps import EvalJobsDep, EvaluatorPrincipal
 from api.errors import ApiError
+from api.pagination import MAX_OFFSET
 from api.schemas import EvalRunList, EvalRunOut, EvalRunRequest
 from eval.jobs import EvalJobRequest
 
@@ -33,7 +34,7 @@ def list_runs(
     jobs: EvalJobsDep,
     _evaluator: EvaluatorPrincipal,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> EvalRunList:
     """Evaluation runs, newest first, with their progress (evaluators)."""
     infos, total = jobs.list(limit, offset)

@@ -11,8 +11,8 @@ from typing import Protocol
 import numpy as np
 from qdrant_client import models
 
-from core.models import Chunk, FusionMethod, RetrievedChunk
-from retrieval.references import reference_payload
+from core.models import Chunk, DocumentFields, FusionMethod, RetrievedChunk
+from retrieval.references import document_codes, reference_payload
 
 DENSE_VECTOR = "dense"
 SPARSE_VECTOR = "sparse"
@@ -55,6 +55,13 @@ def chunk_point_id(document_id: str, section: str, ordinal: int) -> str:
 def chunk_payload(chunk: Chunk) -> dict[str, object]:
     """The chunk itself, plus the keys that cross-references to it are looked up by."""
     return chunk.model_dump(mode="json") | reference_payload(chunk)
+
+
+def document_fields_payload(fields: DocumentFields) -> dict[str, object]:
+    """The payload keys every chunk of a document shares, as `chunk_payload` writes them."""
+    return fields.model_dump(mode="json", exclude={"document_id"}) | {
+        "document_codes": document_codes(fields.document_title)
+    }
 
 
 def match(key: str, value: str) -> models.FieldCondition:
@@ -161,6 +168,10 @@ class VectorStore(Protocol):
     ) -> None: ...
     def delete_document(self, document_id: str) -> int: ...
     def delete_other_versions(self, document_id: str, content_hash: str) -> None: ...
+    def update_document_fields(self, document_id: str, fields: DocumentFields) -> None:
+        """Set the document-level fields (title, groups, dates ...) on all its chunks at once."""
+        ...
+
     def chunks(self, document_id: str | None = None) -> list[Chunk]: ...
     def count(self) -> int: ...
     def search(

@@ -22,7 +22,7 @@ import numpy as np
 import qdrant_edge as edge
 from qdrant_client import models
 
-from core.models import Chunk
+from core.models import Chunk, DocumentFields
 from retrieval.store.base import (
     DATE_FIELDS,
     DENSE_VECTOR,
@@ -34,6 +34,7 @@ from retrieval.store.base import (
     Scored,
     StoreUnavailableError,
     chunk_payload,
+    document_fields_payload,
     match,
 )
 
@@ -171,6 +172,15 @@ class EdgeVectorStore(RankedSearch):
                 must_not=[match("content_hash", content_hash)],
             )
         )
+
+    def update_document_fields(self, document_id: str, fields: DocumentFields) -> None:
+        document = to_edge_filter(models.Filter(must=[match("document_id", document_id)]))
+        with self._writes:  # one operation: the shard applies it whole, or not at all
+            self._shard.update(
+                edge.UpdateOperation.set_payload_by_filter(
+                    document, document_fields_payload(fields)
+                )
+            )
 
     def chunks(self, document_id: str | None = None) -> list[Chunk]:
         if self._shard is None:

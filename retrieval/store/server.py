@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from core.models import Chunk
+from core.models import Chunk, DocumentFields
 from core.settings import Settings
 from retrieval.store.base import (
     DATE_FIELDS,
@@ -20,6 +20,7 @@ from retrieval.store.base import (
     Scored,
     StoreUnavailableError,
     chunk_payload,
+    document_fields_payload,
     match,
 )
 
@@ -143,6 +144,17 @@ class QdrantServerStore(RankedSearch):
                     must=[match("document_id", document_id)],
                     must_not=[match("content_hash", content_hash)],
                 )
+            ),
+            wait=True,
+        )
+
+    def update_document_fields(self, document_id: str, fields: DocumentFields) -> None:
+        """One set-payload operation over the document's chunks (keys not named are kept)."""
+        self._client.set_payload(
+            self.collection,
+            payload=document_fields_payload(fields),
+            points=models.FilterSelector(
+                filter=models.Filter(must=[match("document_id", document_id)])
             ),
             wait=True,
         )

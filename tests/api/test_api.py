@@ -166,6 +166,7 @@ class TestIngestAndDocumentRoutes:
             "pending": 0,
             "ingested": 2,
             "unchanged": 0,
+            "updated": 0,
             "failed": 1,
             "deleted": 0,
         }

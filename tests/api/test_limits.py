@@ -80,7 +80,8 @@ class TestLimits:
 
     def test_a_response_that_does_not_start_in_time_gets_504(self, ingested_dir: Path) -> None:
         settings = make_settings(ingested_dir, request_timeout_s=0.001)
-        with TestClient(create_app(settings)) as client:
+        # Signed in: authentication comes before the body, and a refusal would start in time.
+        with signed_in_client(settings) as client:
             response = client.post("/v1/query", json={"question": BREACH_QUESTION})
         assert response.status_code == 504
         assert response.json()["error"]["code"] == "timeout"

@@ -44,9 +44,10 @@ def engine(database_url: str | None, tmp_path: Path) -> Iterator[Engine]:
 
 @pytest.fixture
 def audit(engine: Engine) -> AuditLog:
-    return AuditLog(make_session_factory(engine))
+    return AuditLog(make_session_factory(engine), key=KEY)
 
 
+KEY = b"test-audit-key-" * 3
 ALICE = Principal(subject="key:alice", groups=["public"], role=Role.ANALYST)
 
 
@@ -103,7 +104,7 @@ class TestChain:
         assert audit.verify().ok
 
     def test_redaction_can_be_turned_off(self, engine: Engine) -> None:
-        raw = AuditLog(make_session_factory(engine), redact_pii=False)
+        raw = AuditLog(make_session_factory(engine), key=KEY, redact_pii=False)
         raw.record_query(ALICE, "jane@example.com?", None, _answer("No."), [], 1.0)
         assert raw.entries()[0][0].question == "jane@example.com?"
 
@@ -135,7 +136,7 @@ class TestChain:
         with engine.begin() as connection:  # the forger also recomputes row 2's own hash
             connection.execute(
                 text("UPDATE audit_log SET target = 'forged', hash = :h WHERE id = 2"),
-                {"h": row_hash(forged)},
+                {"h": row_hash(forged, KEY)},
             )
         report = audit.verify()
         assert (report.ok, report.first_bad_id) == (False, 3)
@@ -164,7 +165,7 @@ class TestChain:
             engines = [
                 sqlalchemy.create_engine(engine.url, connect_args={"timeout": 30}) for _ in range(4)
             ]
-        logs = [AuditLog(make_session_factory(e)) for e in engines]
+        logs = [AuditLog(make_session_factory(e), key=KEY) for e in engines]
         errors: list[BaseException] = []
 
         def write(log: AuditLog, n: int) -> None:
@@ -182,7 +183,7 @@ class TestChain:
         for e in engines:
             e.dispose()
         assert errors == []
-        shared = AuditLog(make_session_factory(engine))
+        shared = AuditLog(make_session_factory(engine), key=KEY)
         report = shared.verify()
         assert report.ok, report.problem
         assert report.checked == 4 * 2 * 15
@@ -269,7 +270,15 @@ class TestMigrations:
         with legacy.begin() as connection:
             # As the catalog was before migrations existed: no injection screening yet.
             connection.execute(text("ALTER TABLE ingest_job_documents DROP COLUMN suspect_chunks"))
-            connection.execute(text("ALTER TABLE ingest_job_documents DROP COLUMN flagged_answers"))
+            # ... nor resumable jobs and metadata updates (0005), nor saved-answer counts (0006).
+            for table, column in [
+                ("ingest_jobs", "worker"),
+                ("ingest_job_documents", "path"),
+                ("ingest_job_documents", "entry"),
+                ("ingest_job_documents", "flagged_answers"),
+                ("documents", "pending_update"),
+            ]:
+                connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
             connection.execute(
                 text(
                     "INSERT INTO ingest_jobs (job_id, status, requested_by, created_at) "
@@ -286,7 +295,7 @@ class TestMigrations:
             with engine.connect() as connection:
                 assert connection.scalar(text("SELECT job_id FROM ingest_jobs")) == "j1"
                 assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0006"
-            log = AuditLog(make_session_factory(engine))
+            log = AuditLog(make_session_factory(engine), key=KEY)
             log.append(AuditEvent.JOB_CREATED, "cli")
             assert log.verify().ok
         finally:

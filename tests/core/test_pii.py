@@ -70,3 +70,34 @@ class TestDetection:
         assert redact(text) == "Mail [EMAIL], IBAN [IBAN], call [PHONE]."
         assert pii_kinds(text) == ["email", "iban", "phone"]
         assert redact("nothing personal") == "nothing personal"
+
+
+class TestReviewGaps:
+    """Formats the adversarial review found in clear in the audit log (issue 20, item 10)."""
+
+    @pytest.mark.parametrize(
+        ("text", "kind", "found"),
+        [
+            ("iban de89 3704 0044 0532 0130 00 ok", PiiKind.IBAN, "de89 3704 0044 0532 0130 00"),
+            ("IBAN DE89-3704-0044-0532-0130-00.", PiiKind.IBAN, "DE89-3704-0044-0532-0130-00"),
+            ("iban gb82west12345698765432", PiiKind.IBAN, "gb82west12345698765432"),
+            ("call 0171-1234567 today", PiiKind.PHONE, "0171-1234567"),
+            ("call 030/1234567 today", PiiKind.PHONE, "030/1234567"),
+            ("call 06.12.34.56.78 today", PiiKind.PHONE, "06.12.34.56.78"),
+            ("ring 555-0134 after six", PiiKind.PHONE, "555-0134"),
+        ],
+    )
+    def test_finds(self, text: str, kind: PiiKind, found: str) -> None:
+        assert [(m.kind, m.text) for m in find_pii(text)] == [(kind, found)]
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "iban gb82 west 1234 5698 7654 33 fails mod 97",
+            "Articles 5-7 and 12-14 of Regulation 2016/679; Rule 3.19.6",
+            "ISO/IEC 27001:2013 and ISO 8601; paragraphs 100-120",
+            "dated 2018-05-25 and 25.05.2018; OJ L 119/1",
+        ],
+    )
+    def test_still_ignores(self, text: str) -> None:
+        assert find_pii(text) == []

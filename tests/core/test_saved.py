@@ -269,7 +269,7 @@ class TestMigration:
         with engine.connect() as connection:
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
         with engine.begin() as connection:
-            command.downgrade(alembic_config(connection), "0004")
+            command.downgrade(alembic_config(connection), "0005")
         tables = set(sqlalchemy.inspect(engine).get_table_names())
         assert not {"saved_answers", "saved_citations", "saved_shares"} & tables
         columns = sqlalchemy.inspect(engine).get_columns("ingest_job_documents")

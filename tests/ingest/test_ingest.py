@@ -219,4 +219,6 @@ class TestCrashRecovery:
         assert statuses == ["unchanged", "ingested"]
         assert recovered_ids == reference_ids
         assert points == len(reference_ids)  # no duplicates, no orphans
-        assert jobs[-1].status.value == "running"  # the killed job stays visible as such
+        # The killed job is marked interrupted by the next run, with what it left undone.
+        assert jobs[-1].status.value == "interrupted"
+        assert "1 of 2 documents left" in (jobs[-1].error or "")
