@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             services.embedder,
             app.state.eval_worker,
             judge_config(settings),
+            stopping=app.state.stopping,
         )
         app.state.eval_jobs.resume_interrupted()
         app.state.auth_guard = AuthGuard(

@@ -13,8 +13,10 @@ and the checked one (deterministic checks beside the model, one threshold). The 
 checked one is calibrated on `--calibrate` (SCHEMA dev by default: the best balanced accuracy of
 catches and false alarms) and reported on the other splits. Verification time per answer is
 measured apart on the untouched answers, the two verifiers alternating, the model uncached.
+`--write-threshold` saves the calibrated threshold with the shipped model (`support.json`,
+`threshold_with_checks`), where the service reads it.
 
-    OMP_NUM_THREADS=1 python benchmarks/verification.py --answers 60
+    OMP_NUM_THREADS=1 python benchmarks/verification.py --answers 30 --write-threshold
 """
 
 from __future__ import annotations
@@ -49,7 +51,14 @@ from eval.training.train_support import (
 )
 from generation.checks import FactChecker
 from generation.citations import split_sentences
-from generation.verification import CitationVerifier, CrossEncoderSupportJudge, SupportJudge
+from generation.verification import (
+    CHECKED_THRESHOLD_KEY,
+    DEFAULT_SUPPORT_MODEL,
+    SUPPORT_SETTINGS_FILE,
+    CitationVerifier,
+    CrossEncoderSupportJudge,
+    SupportJudge,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "corpora" / "sample"
@@ -376,6 +385,11 @@ def main() -> int:
     parser.add_argument("--report", nargs="+", default=["DPEL", "golden"])
     parser.add_argument("--timed-answers", type=int, default=20)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--write-threshold",
+        action="store_true",
+        help="save the calibrated threshold beside the shipped model's weights (support.json)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     corpus = args.corpus_dir.resolve()
@@ -398,6 +412,10 @@ def main() -> int:
         return CitationVerifier(judge, checker=checker, threshold=threshold)
 
     threshold = calibrate(checked, splits[args.calibrate])
+    if args.write_threshold:
+        settings = DEFAULT_SUPPORT_MODEL / SUPPORT_SETTINGS_FILE
+        shipped = json.loads(settings.read_text(encoding="utf-8"))
+        settings.write_text(json.dumps(shipped | {CHECKED_THRESHOLD_KEY: threshold}) + "\n")
     report: dict[str, object] = {
         "calibrated_on": args.calibrate,
         "threshold_today": model.threshold,

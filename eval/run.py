@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,8 @@ class RunStatus(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # stopped at its owner's request; kept as far as it got
+    INTERRUPTED = "interrupted"  # stopped by a shutdown; resumed at the next start
 
 
 class RunConflictError(ValueError):
@@ -131,10 +133,21 @@ def load_eval_questions(
     dataset_format: DatasetFormat | None,
     store: VectorStore,
     corpus_files: Iterable[Path] = (),
+    groups: Collection[str] | None = None,
 ) -> tuple[DatasetFormat, list[EvalQuestion], dict[str, Chunk], list[str]]:
-    """Questions with gold resolved to this index's chunk ids, the index's chunks, and warnings."""
+    """Questions with gold resolved to this index's chunk ids, the index's chunks, and warnings.
+
+    With `groups`, only the chunks those groups may read count: gold in a document the evaluator
+    may not read resolves to nothing, exactly like gold that does not exist, so no figure tells
+    the two apart.
+    """
     fmt, questions = load_questions(path, dataset_format, PassageIndex(corpus_files))
-    chunks = {chunk.chunk_id: chunk for chunk in store.chunks()}
+    readable = None if groups is None else set(groups)
+    chunks = {
+        chunk.chunk_id: chunk
+        for chunk in store.chunks()
+        if readable is None or readable.intersection(chunk.access_groups)
+    }
     warnings = [
         f"gold section not in the index: {s}"
         for s in resolve_gold_sections(questions, list(chunks.values()))
@@ -232,8 +245,13 @@ class EvalRunner:
         folder: RunFolder,
         info: RunInfo,
         on_question: Callable[[QuestionRecord], None] | None = None,
+        should_stop: Callable[[], RunStatus | None] | None = None,
     ) -> dict[str, Any]:
-        """Evaluate the questions not yet recorded in `folder`; returns (and saves) the summary."""
+        """Evaluate the questions not yet recorded in `folder`; returns (and saves) the summary.
+
+        `should_stop` is asked before each question: a status (cancelled, interrupted) ends the
+        run there, with that status and the summary of what was recorded (not saved).
+        """
         previous = folder.info()
         if previous is not None and previous.identity() != info.identity():
             raise RunConflictError(
@@ -255,6 +273,12 @@ class EvalRunner:
             for question in questions:
                 if question.question_id in done:
                     continue
+                if should_stop is not None and (stopped := should_stop()) is not None:
+                    info.status = stopped
+                    if stopped is RunStatus.CANCELLED:
+                        info.finished_at = dt.datetime.now(dt.UTC)
+                    folder.save_info(info)
+                    return summarize(self._recorded(questions, records), info)
                 record = self.evaluate(question)
                 folder.append(record)
                 records[record.question_id] = record
@@ -266,13 +290,17 @@ class EvalRunner:
             info.status, info.error = RunStatus.FAILED, f"{type(error).__name__}: {error}"
             folder.save_info(info)
             raise
-        summary = summarize(
-            [records[q.question_id] for q in questions if q.question_id in records], info
-        )
+        summary = summarize(self._recorded(questions, records), info)
         folder.save_summary(summary)
         info.status, info.finished_at = RunStatus.SUCCEEDED, dt.datetime.now(dt.UTC)
         folder.save_info(info)
         return summary
+
+    @staticmethod
+    def _recorded(
+        questions: list[EvalQuestion], records: dict[str, QuestionRecord]
+    ) -> list[QuestionRecord]:
+        return [records[q.question_id] for q in questions if q.question_id in records]
 
     def evaluate(self, question: EvalQuestion) -> QuestionRecord:
         gold_documents = sorted(

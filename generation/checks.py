@@ -486,7 +486,8 @@ def _check_actors(claim: str, evidence: str) -> Mismatch | None:
 # --- references ----------------------------------------------------------------------------------
 
 _REFERENCE_TEXT = re.compile(
-    r"\b(?:articles?|rules?|sections?|paragraphs?|regulations?)\s+\d[\w.()]*(?:\s?\(\w{1,4}\))*",
+    r"\b(?:articles?|rules?|sections?|paragraphs?|regulations?|chapters?|parts?|schedules?"
+    r"|annex(?:es)?|appendix|appendices|recitals?)\s+\d[\w.()]*(?:\s?\(\w{1,4}\))*",
     re.IGNORECASE,
 )
 

@@ -32,6 +32,7 @@ transformers_logging.set_verbosity_error()
 
 DEFAULT_SUPPORT_MODEL = Path(__file__).resolve().parent / "models" / "regulus-support-minilm-l6"
 SUPPORT_SETTINGS_FILE = "support.json"  # written by train_support.py: {"threshold": ...}
+CHECKED_THRESHOLD_KEY = "threshold_with_checks"  # calibrated by benchmarks/verification.py
 _QUOTES = "“”\"‘’'"
 
 
@@ -66,6 +67,13 @@ class CrossEncoderSupportJudge:
         location = resolve_model_location(str(model))
         self._name = str(model)
         self._threshold = threshold if threshold is not None else shipped_threshold(location)
+        # Beside the deterministic checks the model need not catch changed facts on its own, so
+        # it is calibrated apart for them (benchmarks/verification.py); a set threshold wins.
+        self.checked_threshold = (
+            threshold
+            if threshold is not None
+            else shipped_threshold(location, CHECKED_THRESHOLD_KEY, self._threshold)
+        )
         self.batch_size = batch_size
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model = CrossEncoder(
@@ -97,12 +105,12 @@ class CrossEncoderSupportJudge:
         return [float(value) for value in scores]
 
 
-def shipped_threshold(location: str) -> float:
-    """The threshold calibrated with the weights, or 0.5 for a model that carries none."""
+def shipped_threshold(location: str, key: str = "threshold", default: float = 0.5) -> float:
+    """A threshold calibrated with the weights, or `default` for a model that carries none."""
     settings = Path(location) / SUPPORT_SETTINGS_FILE
     if settings.is_file():
-        return float(json.loads(settings.read_text(encoding="utf-8"))["threshold"])
-    return 0.5
+        return float(json.loads(settings.read_text(encoding="utf-8")).get(key, default))
+    return default
 
 
 JUDGE_PROMPT = """Does the passage state or directly imply the claim? Answer only yes or no.
@@ -256,8 +264,12 @@ class CitationVerifier:
         mismatch = self.mismatch(claim, cited, passages) if cited else None
         backing = [n for n in cited if scores[n - 1] >= threshold] if mismatch is None else []
         if not backing and self.reattribute:
+            # Moving a citation takes the model's own calibrated confidence, not only the lower
+            # threshold that the checks make safe beside it: a passage that merely lacks the
+            # facts to contradict the sentence (no number, no modal) passes the checks.
+            floor = max(threshold, self.judge.threshold)
             for n in np.argsort(-scores, kind="stable") + 1:
-                if scores[n - 1] < threshold:
+                if scores[n - 1] < floor:
                     break
                 if n not in cited and self.mismatch(claim, [int(n)], passages) is None:
                     backing = [int(n)]
@@ -381,6 +393,7 @@ def load_verifier(settings: Settings) -> CitationVerifier | None:
     if settings.verifier is None:
         return None
     judge: SupportJudge
+    threshold = None  # the judge's own
     if settings.verifier == LLM_JUDGE:
         base_url = settings.verifier_base_url or settings.llm_base_url
         if not base_url:
@@ -397,4 +410,7 @@ def load_verifier(settings: Settings) -> CitationVerifier | None:
             DEFAULT_SUPPORT_MODEL if builtin else settings.verifier,
             threshold=settings.support_threshold,
         )
-    return CitationVerifier(judge, unsupported=settings.unsupported, checker=FactChecker())
+        threshold = judge.checked_threshold
+    return CitationVerifier(
+        judge, unsupported=settings.unsupported, checker=FactChecker(), threshold=threshold
+    )

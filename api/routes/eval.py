@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
 from api.deps import EvalJobsDep, EvaluatorPrincipal
 from api.errors import ApiError
 from api.pagination import MAX_OFFSET
-from api.schemas import EvalRunList, EvalRunOut, EvalRunRequest
-from eval.jobs import EvalJobRequest
+from api.schemas import ErrorResponse, EvalRunList, EvalRunOut, EvalRunRequest
+from eval.jobs import EvalJobRequest, RunFinishedError
 
 router = APIRouter(prefix="/v1/eval/runs", tags=["eval"])
 
@@ -32,12 +32,12 @@ def create_run(
 @router.get("", operation_id="list_eval_runs")
 def list_runs(
     jobs: EvalJobsDep,
-    _evaluator: EvaluatorPrincipal,
+    evaluator: EvaluatorPrincipal,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> EvalRunList:
-    """Evaluation runs, newest first, with their progress (evaluators)."""
-    infos, total = jobs.list(limit, offset)
+    """The caller's evaluation runs (every run for admins), newest first, with their progress."""
+    infos, total = jobs.list(limit, offset, evaluator)
     return EvalRunList(
         items=[EvalRunOut.model_validate(i.model_dump()) for i in infos],
         total=total,
@@ -46,11 +46,36 @@ def list_runs(
     )
 
 
-@router.get("/{run_id}", operation_id="get_eval_run")
-def get_run(run_id: str, jobs: EvalJobsDep, _evaluator: EvaluatorPrincipal) -> EvalRunOut:
-    """One run: progress and, once finished, its summary figures (evaluators)."""
-    found = jobs.get(run_id)
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such run (or not the caller's)"}
+}
+
+
+@router.get("/{run_id}", operation_id="get_eval_run", responses=_NOT_FOUND)
+def get_run(run_id: str, jobs: EvalJobsDep, evaluator: EvaluatorPrincipal) -> EvalRunOut:
+    """One of the caller's runs (any run for admins): progress and, once finished, its figures."""
+    found = jobs.get(run_id, evaluator)
     if found is None:
         raise ApiError(404, "not_found", f"no evaluation run {run_id!r}")
     info, summary = found
     return EvalRunOut.model_validate(info.model_dump() | {"summary": summary})
+
+
+@router.delete(
+    "/{run_id}",
+    operation_id="cancel_eval_run",
+    responses={
+        **_NOT_FOUND,
+        409: {"model": ErrorResponse, "description": "The run has already ended"},
+    },
+)
+def cancel_run(run_id: str, jobs: EvalJobsDep, evaluator: EvaluatorPrincipal) -> EvalRunOut:
+    """Cancel one of the caller's runs (any run for admins): a queued run at once, a running one
+    after its current question; what it recorded is kept."""
+    try:
+        info = jobs.cancel(run_id, evaluator)
+    except RunFinishedError as error:
+        raise ApiError(409, "run_finished", str(error)) from error
+    if info is None:
+        raise ApiError(404, "not_found", f"no evaluation run {run_id!r}")
+    return EvalRunOut.model_validate(info.model_dump())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +17,13 @@ from generation.citations import citations_for
 from generation.drafts import DraftNotFoundError, DraftSentence, DraftVerifier
 from generation.prompt import NOT_COVERED
 from generation.verification import (
+    CHECKED_THRESHOLD_KEY,
+    DEFAULT_SUPPORT_MODEL,
+    SUPPORT_SETTINGS_FILE,
     CitationVerifier,
     CrossEncoderSupportJudge,
     LLMJudgeVerifier,
+    load_verifier,
     passage_windows,
     quoted_in,
 )
@@ -188,6 +193,15 @@ class TestCheckedVerification:
         assert all(s.check is SupportCheck.QUOTED for s in verified.sentences)
         assert verified.text == text  # nothing moved: the generator's text stays
         assert verified.support_score == 1.0
+
+    def test_the_service_verifier_runs_the_checks_at_their_threshold(self, tmp_path: Path) -> None:
+        shipped = json.loads((DEFAULT_SUPPORT_MODEL / SUPPORT_SETTINGS_FILE).read_text())
+        verifier = load_verifier(make_settings(tmp_path))
+        assert verifier is not None and verifier.checker is not None
+        assert verifier.threshold == shipped.get(CHECKED_THRESHOLD_KEY, shipped["threshold"])
+        assert verifier.judge.threshold == shipped["threshold"]
+        chosen = load_verifier(make_settings(tmp_path, support_threshold=0.6))
+        assert chosen is not None and chosen.threshold == chosen.judge.threshold == 0.6
 
     def test_threshold_must_be_a_probability(self, judge: CrossEncoderSupportJudge) -> None:
         with pytest.raises(ValueError, match="threshold"):
