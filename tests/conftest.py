@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
+from core.db import make_engine
 from core.settings import Settings
 from generation.local_server import server_command
 from retrieval.embedder import Embedder
@@ -38,6 +40,16 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     else:
         with fresh_postgres_database() as url:
             yield url
+
+
+@pytest.fixture
+def engine(database_url: str | None, tmp_path: Path) -> Iterator[Engine]:
+    """The SQL store on SQLite or a fresh PostgreSQL database, migrated."""
+    engine = make_engine(make_settings(tmp_path, database_url=database_url))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,15 +30,6 @@ from core.models import (
 from core.settings import get_settings
 from retrieval.embedder import Embedder
 from tests.helpers import make_settings, retrieved, services_for
-
-
-@pytest.fixture
-def engine(database_url: str | None, tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(make_settings(tmp_path, database_url=database_url))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture

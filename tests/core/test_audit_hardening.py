@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,15 +36,6 @@ from tests.helpers import make_settings
 
 ALICE = Principal(subject="key:alice", groups=["public"], role=Role.ANALYST)
 KEY = b"k" * 32
-
-
-@pytest.fixture
-def engine(database_url: str | None, tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(make_settings(tmp_path, database_url=database_url))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture

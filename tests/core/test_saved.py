@@ -4,8 +4,6 @@ detection that compares a saved citation with a document's new version."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy
@@ -14,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine
 
-from core.db import Base, alembic_config, make_engine, make_session_factory
+from core.db import Base, alembic_config, make_session_factory
 from core.models import Chunk, Principal
 from core.saved import (
     AnsweredQuery,
@@ -27,7 +25,6 @@ from core.saved import (
     SavedStatus,
     readable_by,
 )
-from tests.helpers import make_settings
 
 ART_7 = "Article 7 — Itemised billing"
 ART_10 = "Article 10 — Exceptions"
@@ -121,15 +118,6 @@ class TestDocumentVersion:
         )
         assert version.sections[ART_11] == words
         assert version.check(row(ART_11, FORWARDING)).status is CitationStatus.UNCHANGED
-
-
-@pytest.fixture
-def engine(database_url: str | None, tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(make_settings(tmp_path, database_url=database_url))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
