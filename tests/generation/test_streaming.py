@@ -31,7 +31,7 @@ from tests.helpers import (
     wait_for_http,
 )
 
-STAGES = {"retrieval", "rerank", "expansion", "relevance", "generation", "verification"}
+STAGES = {"analysis", "retrieval", "rerank", "expansion", "relevance", "generation", "verification"}
 
 
 def read_events(lines: Iterable[str]) -> list[tuple[str, dict[str, object]]]:
