@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -96,6 +97,32 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+@contextmanager
+def served_regulus(data_dir: Path, **env: str) -> Iterator[str]:
+    """`regulus serve` in its own process over `data_dir`, until the block ends: its base URL."""
+    port = free_port()
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "REGULUS_DATA_DIR": str(data_dir),
+        **env,
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "api.cli.main", "serve", "--port", str(port)],
+        env=environment,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # Loading the models takes minutes on a busy 2-core machine; this only guards a hang.
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", server, timeout_s=600)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(server)
 
 
 @contextmanager

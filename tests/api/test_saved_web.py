@@ -5,9 +5,6 @@ that cites a document they may not read."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,14 +25,11 @@ from tests.api.test_saved import (
 from tests.api.test_web import ARTIFACTS, chromium_path  # noqa: F401  (the browser fixture)
 from tests.helpers import (
     EPRIVACY,
-    ROOT,
     bearer,
-    free_port,
     make_settings,
     new_key,
+    served_regulus,
     services_for,
-    stop,
-    wait_for_http,
 )
 
 
@@ -64,25 +58,8 @@ def keys(
 @pytest.fixture(scope="module")
 def served(keys: tuple[Path, dict[str, str]]) -> Iterator[str]:
     """`regulus serve` in its own process, authentication on."""
-    port = free_port()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "REGULUS_DATA_DIR": str(keys[0]),
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "api.cli.main", "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", server, timeout_s=600)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(server)
+    with served_regulus(keys[0]) as url:
+        yield url
 
 
 @pytest.mark.slow

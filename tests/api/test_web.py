@@ -8,8 +8,6 @@ browser tests skip locally and fail in CI.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from tests.helpers import BREACH_QUESTION, ROOT, free_port, make_settings, stop, wait_for_http
+from tests.helpers import BREACH_QUESTION, ROOT, make_settings, served_regulus
 
 CHROMIUM = Path(os.environ.get("REGULUS_TEST_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = ROOT / "test-artifacts"
@@ -74,27 +72,8 @@ def chromium_path() -> Path:
 @pytest.fixture(scope="module")
 def served(ingested_dir: Path) -> Iterator[str]:
     """`regulus serve` in its own process over GDPR and the ePrivacy Directive."""
-    port = free_port()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "REGULUS_DATA_DIR": str(ingested_dir),
-        "REGULUS_AUTH_ENABLED": "false",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "api.cli.main", "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        # Loading the models takes minutes on a busy 2-core machine; this only guards a hang.
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", server, timeout_s=600)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(server)
+    with served_regulus(ingested_dir, REGULUS_AUTH_ENABLED="false") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
