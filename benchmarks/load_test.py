@@ -1,12 +1,14 @@
 """Load test: N concurrent analysts asking questions for a bounded time against a running API.
 
-Each analyst asks, waits for the answer, and asks again (no think time by default). A 429 or 503
-is load shedding, not an error: the analyst waits for Retry-After (capped by what time is left) and
-goes on. Errors are everything else: other non-2xx statuses, timeouts and connection failures.
+Each analyst signs in with a key of their own, asks, waits for the answer, and asks again (no
+think time by default). A 429 or 503 is load shedding, not an error: the analyst waits for
+Retry-After (capped by what time is left) and goes on. Errors are everything else: other non-2xx
+statuses, timeouts and connection failures.
 
-    # against a running server
-    python benchmarks/load_test.py --url http://127.0.0.1:8000 --users 20 --duration 60
-    # or start `regulus local-llm` and `regulus serve` on DATA_DIR first (stopped at the end);
+    # against a running server: KEYS_FILE holds analyst keys, one per line (used in turn)
+    python benchmarks/load_test.py --url http://127.0.0.1:8000 --keys KEYS_FILE --users 20
+    # or start `regulus local-llm` and `regulus serve` on DATA_DIR first (stopped at the end),
+    # with one new analyst key per user (groups: public);
     # --extractive: no model server (the default deployment's extractive answers)
     python benchmarks/load_test.py --spawn DATA_DIR [--extractive] --users 20 --duration 60
 
@@ -94,22 +96,55 @@ def percentile(values: list[float], share: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(share * 100) - 1]
 
 
-def client_for(url: str, number: int, timeout_s: float) -> httpx.AsyncClient:
-    """Each analyst connects from its own loopback address: until callers sign in with their own
-    keys, the server tells anonymous callers apart (and rate-limits them) by address."""
+def client_for(url: str, number: int, key: str, timeout_s: float) -> httpx.AsyncClient:
+    """Each analyst signs in with their key, from a loopback address of their own (as analysts
+    at their own machines: per-address limits never lump them together)."""
     local = (
         f"127.0.1.{number + 1}" if urlsplit(url).hostname in ("127.0.0.1", "localhost") else None
     )
     transport = httpx.AsyncHTTPTransport(local_address=local) if local else None
-    return httpx.AsyncClient(base_url=url, timeout=timeout_s, transport=transport)
+    return httpx.AsyncClient(
+        base_url=url,
+        timeout=timeout_s,
+        transport=transport,
+        headers={"Authorization": f"Bearer {key}"},
+    )
+
+
+def analyst_keys(data_dir: Path, count: int) -> list[str]:
+    """`count` new analyst keys (groups: public) in the data folder's key store."""
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from api.cli.admin import sql_stores\n"
+            "from core.models import Role\n"
+            "with sql_stores() as (keys, _):\n"
+            "    for n in range(int(sys.argv[1])):\n"
+            "        print(keys.create(Role.ANALYST, ['public'], f'load-test-{n}')[1])\n",
+            str(count),
+        ],
+        env={**os.environ, "REGULUS_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return created.stdout.split()
 
 
 async def run(
-    url: str, users: int, duration_s: float, max_requests: int, timeout_s: float, think_s: float
+    url: str,
+    keys: list[str],
+    users: int,
+    duration_s: float,
+    max_requests: int,
+    timeout_s: float,
+    think_s: float,
 ) -> tuple[Results, float]:
     results = Results()
     budget = [max_requests]
-    clients = [client_for(url, n, timeout_s) for n in range(users)]
+    clients = [client_for(url, n, keys[n % len(keys)], timeout_s) for n in range(users)]
     try:
         started = time.monotonic()
         deadline = started + duration_s
@@ -206,6 +241,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--keys", type=Path, help="with --url: a file of analyst keys, one a line")
     parser.add_argument(
         "--spawn",
         type=Path,
@@ -222,17 +258,20 @@ def main() -> None:
     parser.add_argument("--think", type=float, default=0.0, help="pause between questions, s")
     args = parser.parse_args()
 
-    def go(url: str) -> None:
+    def go(url: str, keys: list[str]) -> None:
         results, elapsed = asyncio.run(
-            run(url, args.users, args.duration, args.max_requests, args.timeout, args.think)
+            run(url, keys, args.users, args.duration, args.max_requests, args.timeout, args.think)
         )
         report(results, elapsed, args.users)
 
     if args.spawn:
+        keys = analyst_keys(args.spawn, args.users)
         with spawned(args.spawn, with_model=not args.extractive) as url:
-            go(url)
+            go(url, keys)
+    elif args.keys:
+        go(args.url, args.keys.read_text().split())
     else:
-        go(args.url)
+        parser.error("--url needs --keys (analyst keys, one per line); or use --spawn")
 
 
 if __name__ == "__main__":

@@ -1,42 +1,47 @@
-"""End-to-end query latency on CPU, split by stage: retrieval, rerank, generation, verification,
-plus time to the first streamed token. The sample corpus, the product's pipeline (streamed, as the
-API serves it) and the real SmolLM2 server (llama.cpp) standing in for vLLM.
+"""End-to-end query latency on CPU, split by stage (analysis, retrieval, relevance, generation,
+verification, total), through the product's pipeline as the API streams it.
 
-Run: .venv/bin/python benchmarks/query_latency.py [--questions 20] [--max-tokens 128]
-     [--llm-url URL --llm-model NAME] [--data-dir DIR]
-Without --llm-url it starts the packaged SmolLM2 server on a free port. A --data-dir without the
-sample corpus gets it ingested first (GDPR and the ePrivacy Directive: minutes on 2 cores).
-Stage figures depend on the model's speed: SmolLM2-135M on CPU says nothing about vLLM on a GPU
-(see benchmarks/vllm_serving.sh); retrieval and verification figures carry over.
+Questions: 20 in the rulebook's own words and the analyst question set (`eval/questions/
+analyst.jsonl`: scenarios, several parts, several regulations); answers with one part and with
+several (each part runs its own search and coverage check) are reported apart. Every question is
+asked once with nothing cached ("cold"), then `--passes - 1` more times ("warm": an analyst team
+asking about the same articles again).
+
+With `--compare-with TREE` (a checkout of other code, e.g. `git worktree add ../before main`),
+that code answers the same questions on its own copy of the data folder in a second process, the
+two processes taking turns question by question, so both see the same machine: the before/after
+table is measured side by side in one run.
+
+    .venv/bin/python benchmarks/query_latency.py --data-dir DIR [--compare-with TREE]
+        [--passes 3] [--llm-url URL --llm-model NAME] [--filler 100000]
+
+A data folder without the sample corpus gets it ingested first (minutes on 2 cores). `--filler N`
+adds N chunks of ObliQA passages (real BM25 vectors, random dense ones, as in
+`retrieval_latency.py`) that only the group `filler` may read, so that searches scan an index of
+that size. Without `--llm-url` answers are extractive (the default deployment).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import socket
+import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import httpx
-
-from api.services import Services
-from core.settings import Settings
-from generation.local_server import LOCAL_MODEL_ALIAS, server_command
-from generation.pipeline import FinalEvent, TokenEvent
-
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = [
-    ROOT / "corpora/sample/gdpr_consolidated.xhtml",
-    ROOT / "corpora/sample/eprivacy_consolidated.html",
-]
+SAMPLE = ROOT / "corpora" / "sample"
+ANALYST = ROOT / "eval" / "questions" / "analyst.jsonl"
+OBLIQA = ROOT.parent / "shared" / "corpora" / "obliqa"
 QUESTIONS = [
     "Within how many hours must a personal data breach be notified to the supervisory authority?",
     "When must the controller communicate a personal data breach to the data subject?",
@@ -59,36 +64,12 @@ QUESTIONS = [
     "May electronic mail be used for direct marketing without consent?",
     "What rights does a subscriber have regarding itemised billing?",
 ]
-STAGES = ("retrieval", "rerank", "generation", "verification")
+STAGES = ("analysis", "retrieval", "relevance", "generation", "verification")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def local_model_server() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        server_command("127.0.0.1", port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        else:
-            raise TimeoutError("the local model server did not start")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+def questions() -> list[str]:
+    analyst = [json.loads(line)["question"] for line in ANALYST.read_text().splitlines() if line]
+    return QUESTIONS + analyst
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -97,74 +78,217 @@ def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def measure(settings: Settings, questions: list[str]) -> dict[str, list[float]]:
+# --- the worker: one process answering questions read from stdin ---------------------------------
+
+
+def worker(data_dir: Path, llm_url: str | None, llm_model: str | None) -> None:
+    """Answers each question line from stdin; writes one JSON line of timings per answer."""
+    from api.services import Services
+    from core.settings import Settings
+    from generation.pipeline import FinalEvent, TokenEvent
+
+    options: dict[str, Any] = {"data_dir": data_dir}
+    if llm_url:
+        options |= {"llm_base_url": llm_url, "llm_model": llm_model, "llm_timeout_s": 600}
+    settings = Settings(_env_file=None, **options)  # type: ignore[call-arg]
+    services = Services(settings)
+    services.serve_queries()
+    pipeline = services.query_pipeline(audited=False)
+    principal = services.anonymous_principal()
+    list(pipeline.stream("What is personal data?", principal))  # models load
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        question = line.rstrip("\n")
+        start = time.perf_counter()
+        first: float | None = None
+        record: dict[str, Any] = {}
+        for event in pipeline.stream(question, principal):
+            if isinstance(event, TokenEvent) and first is None:
+                first = (time.perf_counter() - start) * 1000
+            elif isinstance(event, FinalEvent):
+                record = dict(event.result.timings)
+                record["parts"] = len(event.result.answer.parts)
+        record["total"] = (time.perf_counter() - start) * 1000
+        record["first token"] = first if first is not None else record["total"]
+        print(json.dumps(record), flush=True)
+    services.close()
+
+
+class Worker:
+    """A worker process running the code of `tree` (None: this checkout)."""
+
+    def __init__(self, tree: Path | None, data_dir: Path, args: argparse.Namespace) -> None:
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        if tree is not None:
+            env["PYTHONPATH"] = str(tree)
+        command = [sys.executable, __file__, "--worker", "--data-dir", str(data_dir)]
+        if args.llm_url:
+            command += ["--llm-url", args.llm_url, "--llm-model", args.llm_model]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        self._read()  # ready
+
+    def ask(self, question: str) -> dict[str, float]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(question.replace("\n", " ") + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def _read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the worker died (its error is above)")
+        return dict(json.loads(line))
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+# --- setting up the data folder ------------------------------------------------------------------
+
+
+def ensure_sample(data_dir: Path, filler: int) -> None:
+    from api.services import Services
+    from core.settings import Settings
+
+    settings = Settings(_env_file=None, data_dir=data_dir)  # type: ignore[call-arg]
     services = Services(settings)
     try:
-        if not {d.document_id for d in services.catalog.documents()} >= {"gdpr", "eprivacy"}:
-            print("ingesting the sample corpus (GDPR, ePrivacy) ...", flush=True)
-            services.ingestor().run(SAMPLE)
-        services.serve_queries()
-        pipeline = services.query_pipeline()
-        principal = services.anonymous_principal()
-        list(pipeline.stream(questions[0], principal))  # warm-up: model loads, caches fill
-        figures: dict[str, list[float]] = {name: [] for name in (*STAGES, "first token", "total")}
-        for number, question in enumerate(questions, start=1):
-            start = time.perf_counter()
-            first: float | None = None
-            for event in pipeline.stream(question, principal):
-                if isinstance(event, TokenEvent) and first is None:
-                    first = (time.perf_counter() - start) * 1000
-                elif isinstance(event, FinalEvent):
-                    for stage in STAGES:
-                        figures[stage].append(event.result.timings.get(stage, 0.0))
-            figures["total"].append((time.perf_counter() - start) * 1000)
-            figures["first token"].append(first if first is not None else figures["total"][-1])
-            print(f"{number}/{len(questions)}: {figures['total'][-1]:.0f} ms", flush=True)
-        return figures
+        if len(services.catalog.documents()) < 4:
+            print("ingesting the sample corpus ...", flush=True)
+            services.ingestor().run(sorted(p for p in SAMPLE.iterdir() if p.suffix != ".jsonl"))
+        if filler and services.store.count() < filler:
+            add_filler(services, filler)
     finally:
         services.close()
 
 
+def add_filler(services: Any, count: int) -> None:
+    """`count` chunks of ObliQA passages only the group `filler` may read: the index grows, the
+    sample corpus's answers do not change."""
+    import numpy as np
+
+    from core.models import Chunk
+    from retrieval.sparse import BM25Encoder
+
+    passages = [
+        item["Passage"].strip()
+        for path in sorted((OBLIQA / "documents").glob("*.json"))
+        for item in json.loads(path.read_text())
+        if len(item["Passage"].strip()) > 120
+    ]
+    settings = services.settings
+    encoder = BM25Encoder(settings.bm25_k1, settings.bm25_b, settings.bm25_average_length)
+    rng = np.random.default_rng(0)
+    dimension = services.embedder.dimension
+    for start in range(0, count, 2000):
+        chunks = [
+            Chunk(
+                chunk_id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"filler-{i}")),
+                document_id=f"filler-{i // 500}",
+                document_title="Filler",
+                section=f"Part {i}",
+                text=passages[i % len(passages)],
+                source="filler",
+                content_hash="filler",
+                access_groups=["filler"],
+            )
+            for i in range(start, min(start + 2000, count))
+        ]
+        dense = rng.normal(size=(len(chunks), dimension)).astype(np.float32)
+        dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+        sparse = [encoder.encode_document(chunk.embedding_text()) for chunk in chunks]
+        services.store.upsert(chunks, dense, sparse)
+        print(f"filler: {start + len(chunks)}/{count}", flush=True)
+    services.store.optimize()
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+def summary(records: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
+    return {
+        stage: (percentile(values, 50), percentile(values, 95))
+        for stage in (*STAGES, "first token", "total")
+        if (values := [r.get(stage, 0.0) for r in records])
+    }
+
+
+def report(runs: dict[str, dict[str, list[dict[str, float]]]]) -> None:
+    names = list(runs)
+    for group in ("one part", "several parts"):
+        for phase in ("cold", "warm"):
+            tables = {
+                name: [r for r in runs[name][phase] if (r["parts"] > 1) == (group != "one part")]
+                for name in names
+            }
+            if not all(tables.values()):
+                continue
+            counts = " / ".join(f"{name} {len(rows)}" for name, rows in tables.items())
+            print(f"\n{group}, {phase} ({counts} answers)")
+            header = "".join(f"{name + ' p50':>14}{name + ' p95':>14}" for name in names)
+            print(f"{'stage':<14}{header}")
+            stats = {name: summary(rows) for name, rows in tables.items()}
+            for stage in stats[names[0]]:
+                cells = "".join(
+                    f"{stats[name][stage][0]:>14.1f}{stats[name][stage][1]:>14.1f}"
+                    for name in names
+                )
+                print(f"{stage:<14}{cells}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=int, default=20)
-    parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--llm-url", help="an OpenAI-compatible server; default: start SmolLM2")
-    parser.add_argument("--llm-model", default=LOCAL_MODEL_ALIAS)
     parser.add_argument("--data-dir", type=Path, help="an ingested data folder; default: temporary")
+    parser.add_argument("--compare-with", type=Path, help="a checkout of the code to compare with")
+    parser.add_argument("--passes", type=int, default=3, help="1 cold pass, then warm ones")
+    parser.add_argument("--limit", type=int, help="only the first N questions")
+    parser.add_argument("--filler", type=int, default=0, help="grow the index to N chunks")
+    parser.add_argument("--llm-url", help="an OpenAI-compatible server; default: extractive")
+    parser.add_argument("--llm-model", default="smollm2-135m")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.questions)]
+    if args.worker:
+        worker(args.data_dir, args.llm_url, args.llm_model)
+        return
 
-    with (
-        tempfile.TemporaryDirectory() as scratch,
-        local_model_server() if args.llm_url is None else _given(args.llm_url) as url,
-    ):
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            data_dir=args.data_dir or Path(scratch),
-            llm_base_url=url,
-            llm_model=args.llm_model,
-            llm_max_tokens=args.max_tokens,
-            llm_timeout_s=600,
-        )
-        figures = measure(settings, questions)
-
+    with tempfile.TemporaryDirectory() as scratch:
+        data_dir = args.data_dir or Path(scratch) / "data"
+        ensure_sample(data_dir, args.filler)
+        trees: dict[str, Path | None] = {"after": None}
+        if args.compare_with:
+            copy = Path(scratch) / "before-data"
+            shutil.copytree(data_dir, copy, ignore=shutil.ignore_patterns("*.lock"))
+            trees = {"before": args.compare_with.resolve(), "after": None}
+        folders = {"before": Path(scratch) / "before-data", "after": data_dir}
+        workers = {name: Worker(tree, folders[name], args) for name, tree in trees.items()}
+        asked = questions()[: args.limit]
+        runs: dict[str, dict[str, list[dict[str, float]]]] = {
+            name: {"cold": [], "warm": []} for name in workers
+        }
+        try:
+            for number in range(args.passes):
+                phase = "cold" if number == 0 else "warm"
+                for i, question in enumerate(asked, start=1):
+                    # Each takes the first turn on every other question.
+                    order = list(workers) if i % 2 else list(reversed(workers))
+                    for name in order:
+                        runs[name][phase].append(workers[name].ask(question))
+                    line = ", ".join(f"{n} {runs[n][phase][-1]['total']:.0f} ms" for n in workers)
+                    print(f"pass {number + 1} question {i}/{len(asked)}: {line}", flush=True)
+        finally:
+            for each in workers.values():
+                each.close()
     print(
-        f"\n{len(questions)} questions, top_k={settings.top_k}, max_tokens={args.max_tokens}, "
-        f"model={args.llm_model}, structured={settings.llm_structured}, "
-        f"reranker={settings.reranker or 'none'}, torch threads={settings.query_threads}"
+        f"\n{len(asked)} questions x {args.passes} passes, "
+        f"{'LLM ' + args.llm_model if args.llm_url else 'extractive'}, "
+        f"index: sample corpus{f' + filler to {args.filler} chunks' if args.filler else ''}"
     )
-    print(f"{'stage':<14}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}")
-    for name, values in figures.items():
-        print(
-            f"{name:<14}{percentile(values, 50):>10.1f}{percentile(values, 95):>10.1f}"
-            f"{statistics.fmean(values):>10.1f}"
-        )
-
-
-@contextmanager
-def _given(url: str) -> Iterator[str]:
-    yield url
+    report(runs)
 
 
 if __name__ == "__main__":

@@ -145,6 +145,13 @@ def embedding_header(document_title: str, section: str) -> str:
 class RetrievedChunk(BaseModel):
     chunk: Chunk
     score: float
+    vector: list[float] | None = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        description="The chunk's stored dense vector, when the store returned it: the query path "
+        "compares passages with the question without embedding them again.",
+    )
 
 
 class Citation(BaseModel):

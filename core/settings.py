@@ -65,6 +65,13 @@ class Settings(BaseSettings):
         "hub id.",
     )
     embed_batch_size: int = Field(default=32, ge=1)
+    embed_cache_entries: int = Field(
+        default=20_000,
+        ge=0,
+        description="Vectors of questions and passage sentences the query path keeps (least "
+        "recently used dropped first), so that a passage quoted again is not embedded again. "
+        "About 2 KB each with a 384-d model (0: no cache).",
+    )
     embed_group_chunks: int = Field(
         default=4096,
         ge=1,

@@ -61,8 +61,8 @@ class ExtractiveGenerator:
             return Answer(text="", citations=[], model=EXTRACTIVE_MODEL, parts=parts)
         texts = sorted({sentence for sentence, _ in candidates})
         row = {sentence: i for i, sentence in enumerate(texts)}
-        vectors = self._embedder.embed(texts)
-        queries = self._embedder.embed([part.text for _, part in asked])
+        vectors = self._embedder.embed_cached(texts)
+        queries = self._embedder.embed_cached([part.text for _, part in asked])
         limit = self.max_sentences if len(parts) == 1 else self.per_part
         quoted: set[str] = set()
         chosen: list[AnswerSentence] = []

@@ -1,11 +1,11 @@
 """Refusal before generation: when nothing retrieved is close enough to the question, say so.
 
-Retrieval always returns its top hits, however far they are from the question. The gate embeds the
-question and the top passages (as indexed: title, headings, text) with the service's embedder and
-refuses when the best cosine similarity is below a threshold (the default in core.settings is
-calibrated on answerable and unanswerable questions by `benchmarks/refusal.py`, where comparing
-whole passages separated the two as well as comparing their sentences, with 5x fewer texts to
-embed; figures in docs/benchmarks.md).
+Retrieval always returns its top hits, however far they are from the question. The gate compares
+the question's embedding with the top passages' (the vectors stored with them at ingestion: title,
+headings, text) and refuses when the best cosine similarity is below a threshold (the default in
+core.settings is calibrated on answerable and unanswerable questions by `benchmarks/refusal.py`,
+where comparing whole passages separated the two as well as comparing their sentences; figures in
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -92,12 +92,22 @@ class RelevanceGate:
         self.min_words = min_words
 
     def score(self, question: str, passages: list[RetrievedChunk]) -> float:
-        """The best cosine similarity between the question and the top passages (or sentences)."""
-        texts = self._texts(passages[: self.passages_considered])
-        if not texts:
+        """The best cosine similarity between the question and the top passages (or sentences).
+        Whole passages are compared through the vectors stored with them, as ingestion embedded
+        the same text; a passage that came without one is embedded here."""
+        considered = passages[: self.passages_considered]
+        query = self._embedder.embed_cached([question])[0]
+        if self.signal is RelevanceSignal.PASSAGE:
+            vectors = [p.vector for p in considered if p.vector is not None]
+            texts = [p.chunk.embedding_text() for p in considered if p.vector is None]
+        else:
+            vectors, texts = [], self._sentences(considered)
+        if not vectors and not texts:
             return -1.0
-        vectors = self._embedder.embed([question, *texts])
-        return float(np.max(vectors[1:] @ vectors[0]))
+        stored = np.asarray(vectors, dtype=np.float32).reshape(-1, query.shape[0])
+        stored /= np.maximum(np.linalg.norm(stored, axis=1, keepdims=True), 1e-12)
+        embedded = self._embedder.embed_cached(texts) if texts else stored[:0]
+        return float(np.max(np.concatenate([stored, embedded]) @ query))
 
     def run(
         self,
@@ -118,9 +128,7 @@ class RelevanceGate:
             return False
         return self.score(question, passages) >= self.threshold
 
-    def _texts(self, passages: list[RetrievedChunk]) -> list[str]:
-        if self.signal is RelevanceSignal.PASSAGE:
-            return [p.chunk.embedding_text() for p in passages]
+    def _sentences(self, passages: list[RetrievedChunk]) -> list[str]:
         return [
             sentence
             for p in passages

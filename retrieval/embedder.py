@@ -7,7 +7,9 @@ import hashlib
 import importlib
 import logging
 import os
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -206,6 +208,46 @@ def _fuse_transformer_ops(traced: Path, out: Path, config: PretrainedConfig) -> 
     traced.unlink()
 
 
+class VectorCache:
+    """Text -> vector, least recently used dropped first beyond `max_entries` (0: keeps nothing).
+    Safe to share between the threads that serve queries."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, text: str) -> np.ndarray | None:
+        with self._lock:
+            vector = self._vectors.get(text)
+            if vector is None:
+                self.misses += 1
+                return None
+            self._vectors.move_to_end(text)
+            self.hits += 1
+            return vector
+
+    def put(self, text: str, vector: np.ndarray) -> None:
+        if self.max_entries == 0:
+            return
+        with self._lock:
+            self._vectors[text] = vector
+            self._vectors.move_to_end(text)
+            while len(self._vectors) > self.max_entries:
+                self._vectors.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    @property
+    def nbytes(self) -> int:
+        """The memory its vectors and texts hold (Python objects' overhead not counted)."""
+        with self._lock:
+            return sum(v.nbytes + len(t.encode()) for t, v in self._vectors.items())
+
+
 class Embedder:
     """Dense text embeddings, normalised so that dot product equals cosine similarity."""
 
@@ -216,9 +258,12 @@ class Embedder:
         device: str | None = None,
         backend: EmbedBackend = EmbedBackend.TORCH,
         cache_dir: Path | None = None,
+        cache_entries: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if cache_entries < 0:
+            raise ValueError("cache_entries must be 0 (no cache) or more")
         if backend is not EmbedBackend.TORCH and cache_dir is None:
             raise ValueError(f"the {backend.value} backend needs a cache_dir for its ONNX file")
         self.model_name = model
@@ -244,6 +289,7 @@ class Embedder:
         )
         self._counting_tokenizer.no_truncation()
         self._counting_tokenizer.no_padding()
+        self._cache = VectorCache(cache_entries)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
@@ -252,6 +298,7 @@ class Embedder:
             batch_size=settings.embed_batch_size,
             backend=settings.embed_backend,
             cache_dir=settings.data_dir / "models",
+            cache_entries=settings.embed_cache_entries,
         )
 
     @property
@@ -317,6 +364,30 @@ class Embedder:
 
     def embed_one(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
+
+    def embed_cached(self, texts: Sequence[str]) -> np.ndarray:
+        """`embed`, keeping the vectors of texts embedded lately: the query path embeds the same
+        questions and the same passages' sentences again and again. Ingestion, which never
+        repeats a text, calls `embed` and leaves the cache alone."""
+        texts = list(texts)
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        missing: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            cached = self._cache.get(text)
+            if cached is None:
+                missing.setdefault(text, []).append(i)
+            else:
+                vectors[i] = cached
+        if missing:
+            computed = self.embed(list(missing))
+            for vector, (text, rows) in zip(computed, missing.items(), strict=True):
+                vectors[rows] = vector
+                self._cache.put(text, vector.copy())
+        return vectors
+
+    @property
+    def cache(self) -> VectorCache:
+        return self._cache
 
     def _onnx_session(self) -> onnxruntime.InferenceSession:
         """Created at first use with torch's thread count, so both backends obey one setting

@@ -75,7 +75,7 @@ class ReferenceExpander:
                         seen.add(cited.chunk.chunk_id)
                         # Ranked with the passage that cites it: scores stay in one scale.
                         added.setdefault(position, []).append(
-                            RetrievedChunk(chunk=cited.chunk, score=hit.score)
+                            cited.model_copy(update={"score": hit.score})
                         )
                         budget -= 1
                         break

@@ -86,7 +86,7 @@ class CrossEncoderReranker:
             raise ValueError("top_k must be at least 1")
         scores = self.score(query, [chunk_passage_text(item.chunk) for item in passages])
         order = sorted(range(len(passages)), key=lambda i: scores[i], reverse=True)
-        return [RetrievedChunk(chunk=passages[i].chunk, score=scores[i]) for i in order[:top_k]]
+        return [passages[i].model_copy(update={"score": scores[i]}) for i in order[:top_k]]
 
 
 def load_reranker(settings: Settings) -> CrossEncoderReranker | None:

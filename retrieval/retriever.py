@@ -74,7 +74,7 @@ class Retriever:
         """The fused candidates: `top_k` of them, or the reranker's pool when there is one."""
         if not query.strip():
             raise ValueError("the query is empty")
-        dense = None if self.mode is SearchMode.SPARSE else self._embedder.embed_one(query)
+        dense = None if self.mode is SearchMode.SPARSE else self._embedder.embed_cached([query])[0]
         sparse = None if self.mode is SearchMode.DENSE else self._sparse_encoder.encode_query(query)
         limit = top_k or self.top_k
         pool = max(limit, self.rerank_candidates) if self.reranker else limit

@@ -119,8 +119,9 @@ class RankedSearch(ABC):
         """The `limit` nearest chunks per query (one batch), in any order among equal scores."""
 
     @abstractmethod
-    def _load(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
-        """The stored chunks of these ids, by id (deleted ones are missing)."""
+    def _load(self, chunk_ids: Sequence[str]) -> dict[str, tuple[Chunk, list[float] | None]]:
+        """The stored chunks of these ids with their dense vectors, by id (deleted ones are
+        missing)."""
 
     def search(
         self,
@@ -145,12 +146,20 @@ class RankedSearch(ABC):
         else:
             found = self._nearest(queries, query_filter, candidates + TIE_MARGIN)
             hits = best(fuse([best(each, candidates) for each in found], fusion), limit)
-        chunks = self._load([chunk_id for chunk_id, _ in hits])
+        loaded = self._load([chunk_id for chunk_id, _ in hits])
         return [
-            RetrievedChunk(chunk=chunks[chunk_id], score=score)
+            RetrievedChunk(chunk=loaded[chunk_id][0], score=score, vector=loaded[chunk_id][1])
             for chunk_id, score in hits
-            if chunk_id in chunks
+            if chunk_id in loaded
         ]
+
+
+def dense_of(vectors: object) -> list[float] | None:
+    """The dense vector among a record's named vectors (both engines give a name -> vector map)."""
+    if isinstance(vectors, dict):
+        dense = vectors.get(DENSE_VECTOR)
+        return [float(x) for x in dense] if isinstance(dense, list) else None
+    return None
 
 
 class VectorStore(Protocol):

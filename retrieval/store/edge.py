@@ -34,6 +34,7 @@ from retrieval.store.base import (
     Scored,
     StoreUnavailableError,
     chunk_payload,
+    dense_of,
     document_fields_payload,
     match,
 )
@@ -233,11 +234,16 @@ class EdgeVectorStore(RankedSearch):
         results = self._shard.query_batch(edge.QueryBatchRequest(requests))
         return [[(str(point.id), point.score) for point in points] for points in results]
 
-    def _load(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+    def _load(self, chunk_ids: Sequence[str]) -> dict[str, tuple[Chunk, list[float] | None]]:
         if self._shard is None or not chunk_ids:
             return {}
-        records = self._shard.retrieve(list(chunk_ids), with_payload=True, with_vector=False)
-        return {str(record.id): Chunk.model_validate(record.payload) for record in records}
+        records = self._shard.retrieve(
+            list(chunk_ids), with_payload=True, with_vector=[DENSE_VECTOR]
+        )
+        return {
+            str(record.id): (Chunk.model_validate(record.payload), dense_of(record.vector))
+            for record in records
+        }
 
     def optimize(self) -> None:
         """Merge segments after a batch of writes: faster queries; blocks the store for seconds."""

@@ -20,6 +20,7 @@ from retrieval.store.base import (
     Scored,
     StoreUnavailableError,
     chunk_payload,
+    dense_of,
     document_fields_payload,
     match,
 )
@@ -204,13 +205,16 @@ class QdrantServerStore(RankedSearch):
         responses = self._client.query_batch_points(self.collection, requests=requests)
         return [[(str(point.id), point.score) for point in r.points] for r in responses]
 
-    def _load(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+    def _load(self, chunk_ids: Sequence[str]) -> dict[str, tuple[Chunk, list[float] | None]]:
         if not chunk_ids:
             return {}
         records = self._client.retrieve(
-            self.collection, list(chunk_ids), with_payload=True, with_vectors=False
+            self.collection, list(chunk_ids), with_payload=True, with_vectors=[DENSE_VECTOR]
         )
-        return {str(record.id): Chunk.model_validate(record.payload) for record in records}
+        return {
+            str(record.id): (Chunk.model_validate(record.payload), dense_of(record.vector))
+            for record in records
+        }
 
     def optimize(self) -> None:
         """The server optimizes in the background."""

@@ -60,5 +60,22 @@ class TestRelevanceGate:
         question = "Within how many hours must a personal data breach be notified?"
         assert gate.run(question, BREACH_PASSAGES, KNOWN)
 
+    def test_stored_vectors_give_the_score_of_embedding_the_passages(
+        self, embedder: Embedder
+    ) -> None:
+        """Passages come from the store with the vectors ingestion gave them: the gate compares
+        through those and embeds nothing but the question."""
+        question = "Within how many hours must a personal data breach be notified?"
+        with_vectors = [
+            p.model_copy(update={"vector": embedder.embed_one(p.chunk.embedding_text()).tolist()})
+            for p in BREACH_PASSAGES
+        ]
+        counting = Embedder(embedder.model_name, cache_entries=100)
+        gate = RelevanceGate(counting, threshold=0.1)
+        assert gate.score(question, with_vectors) == pytest.approx(
+            RelevanceGate(embedder, threshold=0.1).score(question, BREACH_PASSAGES), abs=1e-5
+        )
+        assert len(counting.cache) == 1  # the question only
+
     def test_nothing_retrieved_is_never_relevant(self, embedder: Embedder) -> None:
         assert not RelevanceGate(embedder, threshold=-1.0).run("Anything?", [], KNOWN)

@@ -20,6 +20,7 @@ from eval.training.train_embedder import Triple, batches, contrastive_loss
 from retrieval.embedder import (
     Embedder,
     EmbedderMismatchError,
+    VectorCache,
     model_fingerprint,
     resolve_model_location,
 )
@@ -62,6 +63,39 @@ class TestLengthBatching:
 
     def test_nothing_to_embed_gives_no_vectors(self, embedder: Embedder) -> None:
         assert embedder.embed([]).shape == (0, embedder.dimension)
+
+
+class TestVectorCache:
+    def test_cached_vectors_are_the_embedded_ones_and_are_not_embedded_twice(
+        self, embedder: Embedder
+    ) -> None:
+        cached = Embedder(embedder.model_name, cache_entries=100)
+        first = cached.embed_cached([TEXTS[0], TEXTS[1], TEXTS[0]])
+        assert cosines(first, embedder.embed([TEXTS[0], TEXTS[1], TEXTS[0]])).min() > 0.9999
+        assert len(cached.cache) == 2
+        hits = cached.cache.hits
+        again = cached.embed_cached([TEXTS[1], TEXTS[0]])
+        assert cached.cache.hits == hits + 2
+        np.testing.assert_array_equal(again, first[[1, 0]])
+
+    def test_the_least_recently_used_vector_goes_first(self) -> None:
+        cache = VectorCache(max_entries=2)
+        for text in ("a", "b"):
+            cache.put(text, np.ones(3, dtype=np.float32))
+        assert cache.get("a") is not None  # "b" is now the least recently used
+        cache.put("c", np.zeros(3, dtype=np.float32))
+        assert cache.get("b") is None
+        assert cache.get("a") is not None and cache.get("c") is not None
+        assert cache.nbytes == 2 * (3 * 4 + 1)
+
+    def test_no_entries_keeps_nothing(self, embedder: Embedder) -> None:
+        assert len(embedder.cache) == 0 and embedder.cache.max_entries == 0
+        embedder.embed_cached([TEXTS[0]])
+        assert len(embedder.cache) == 0
+
+    def test_a_negative_size_is_refused(self, embedder: Embedder) -> None:
+        with pytest.raises(ValueError, match="cache_entries"):
+            Embedder(embedder.model_name, cache_entries=-1)
 
 
 class TestTokenizeBesideEmbed:

@@ -212,6 +212,11 @@ def assert_same_hits(edge_hits: list[RetrievedChunk], server_hits: list[Retrieve
     assert ids(edge_hits) == ids(server_hits)
     edge_scores = [hit.score for hit in edge_hits]
     assert edge_scores == close_to([hit.score for hit in server_hits])
+    for edge_hit, server_hit in zip(edge_hits, server_hits, strict=True):
+        if edge_hit.vector is None or server_hit.vector is None:  # built in memory, not found
+            assert edge_hit.vector is server_hit.vector is None
+        else:
+            assert edge_hit.vector == close_to(server_hit.vector)
 
 
 MODES: dict[str, dict[str, Any]] = {
@@ -365,6 +370,18 @@ class TestContract:
     ) -> None:
         for dense, sparse in CORPUS.queries:
             assert search(shared, dense, sparse, build_filter(OUTSIDER), **MODES[mode]) == []
+
+    @pytest.mark.parametrize("mode", MODES)
+    def test_hits_carry_their_stored_dense_vector(self, shared: VectorStore, mode: str) -> None:
+        """The query path compares passages with the question through these, never embedding a
+        stored passage again: each must be the vector stored (as cosine stores it, unit length)."""
+        dense, sparse = CORPUS.queries[1]
+        hits = search(shared, dense, sparse, build_filter(BOARD, None), **MODES[mode])
+        assert hits
+        for hit in hits:
+            stored = CORPUS.dense[[c.chunk_id for c in CORPUS.chunks].index(hit.chunk.chunk_id)]
+            assert hit.vector is not None
+            assert hit.vector == close_to((stored / np.linalg.norm(stored)).tolist())
 
     def test_search_needs_a_query_vector(self, shared: VectorStore) -> None:
         with pytest.raises(ValueError):
