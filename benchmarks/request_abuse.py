@@ -241,13 +241,15 @@ def flood(url: str, requests: int, process: psutil.Process, settings: Settings) 
     result = Flood()
     since = result.audit_since = last_audit_id(settings)
     transport = httpx.HTTPTransport(local_address=FLOODER)
-    with httpx.Client(base_url=url, transport=transport, timeout=30) as client:
-        with PeakRss(process) as rss:
-            start = time.perf_counter()
-            for n in range(requests):
-                wrong = {"Authorization": f"Bearer rk_wrong{n:06d}"}
-                result.statuses[client.get("/v1/documents", headers=wrong).status_code] += 1
-            result.seconds = time.perf_counter() - start
+    with (
+        httpx.Client(base_url=url, transport=transport, timeout=30) as client,
+        PeakRss(process) as rss,
+    ):
+        start = time.perf_counter()
+        for n in range(requests):
+            wrong = {"Authorization": f"Bearer rk_wrong{n:06d}"}
+            result.statuses[client.get("/v1/documents", headers=wrong).status_code] += 1
+        result.seconds = time.perf_counter() - start
     result.growth, result.peak = rss.peak - rss.before, rss.peak
     result.rows_during, _ = denial_rows(settings, since, FLOODER)
     return result
@@ -265,7 +267,7 @@ def main() -> None:
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="regulus-abuse-"))
-    settings = Settings(_env_file=None, data_dir=data_dir)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, data_dir=data_dir)
     with sql_stores(settings) as (keys, _):
         admin = keys.create(Role.ADMIN, ["public"], name="bench-admin")[1]
         analyst = keys.create(Role.ANALYST, ["public"], name="bench-analyst")[1]
