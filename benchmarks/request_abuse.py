@@ -259,14 +259,8 @@ def mb(value: float) -> str:
     return f"{value / MIB:,.0f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mb", type=int, default=500, help="MiB of each abusive body.")
-    parser.add_argument("--upload-limit-mb", type=float, default=100.0)
-    parser.add_argument("--flood", type=int, default=2000, help="Requests with wrong keys.")
-    args = parser.parse_args()
-
-    data_dir = Path(tempfile.mkdtemp(prefix="regulus-abuse-"))
+def measure(data_dir: Path, args: argparse.Namespace) -> tuple[list[tuple[str, ...]], Flood]:
+    """The rows of the body cases and the flood's figures, from a server over `data_dir`."""
     settings = Settings(_env_file=None, data_dir=data_dir)
     with sql_stores(settings) as (keys, _):
         admin = keys.create(Role.ADMIN, ["public"], name="bench-admin")[1]
@@ -318,6 +312,18 @@ def main() -> None:
         server.wait(timeout=60)
     # The server's shutdown writes the counts of the refusals it coalesced.
     result.rows_after, result.counted_after = denial_rows(settings, result.audit_since, FLOODER)
+
+    return rows, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=500, help="MiB of each abusive body.")
+    parser.add_argument("--upload-limit-mb", type=float, default=100.0)
+    parser.add_argument("--flood", type=int, default=2000, help="Requests with wrong keys.")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="regulus-abuse-") as folder:
+        rows, result = measure(Path(folder), args)
 
     print(f"\n{args.mb} MiB bodies, upload limit {args.upload_limit_mb:g} MiB:\n")
     print(
