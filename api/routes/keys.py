@@ -7,7 +7,7 @@ from fastapi import APIRouter, status
 from api.deps import AdminPrincipal, KeyStoreDep
 from api.errors import ApiError
 from api.pagination import Page, Pagination
-from api.schemas import KeyCreate, KeyCreated
+from api.schemas import ErrorResponse, KeyCreate, KeyCreated
 from core.auth import ApiKey
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
@@ -26,7 +26,11 @@ def list_keys(keys: KeyStoreDep, _admin: AdminPrincipal, page: Pagination) -> Pa
     return page.page(keys.keys(page.limit, page.offset), keys.count())
 
 
-@router.delete("/{key_id}", operation_id="revoke_key")
+@router.delete(
+    "/{key_id}",
+    operation_id="revoke_key",
+    responses={404: {"model": ErrorResponse, "description": "No such key"}},
+)
 def revoke_key(key_id: str, keys: KeyStoreDep, admin: AdminPrincipal) -> ApiKey:
     """Revoke a key: every later request with it gets 401."""
     key = keys.revoke(key_id, actor=admin.subject)
