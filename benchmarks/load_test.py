@@ -12,6 +12,10 @@ statuses, timeouts and connection failures.
     # --extractive: no model server (the default deployment's extractive answers)
     python benchmarks/load_test.py --spawn DATA_DIR [--extractive] --users 20 --duration 60
 
+The questions: 8 in the rulebook's words, then the analyst set (eval/questions/analyst.jsonl);
+the analysts start evenly spread over them and go on in order, so that they rarely ask the same
+question at once.
+
 Prints throughput, latency percentiles of answered questions, and counts by status.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -34,6 +39,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+ANALYST_QUESTIONS = Path(__file__).resolve().parents[1] / "eval" / "questions" / "analyst.jsonl"
 QUESTIONS = [
     "Within how many hours must a personal data breach be notified to the supervisory authority?",
     "When may personal data be transferred to a third country?",
@@ -43,7 +49,7 @@ QUESTIONS = [
     "What are the conditions for a child's consent in relation to information society services?",
     "When must a data protection officer be designated?",
     "What is the right to erasure?",
-]
+] + [json.loads(line)["question"] for line in ANALYST_QUESTIONS.read_text().splitlines() if line]
 
 
 @dataclass
@@ -62,16 +68,17 @@ class Results:
 
 async def analyst(
     client: httpx.AsyncClient,
-    number: int,
+    questions: list[str],
+    start: int,
     deadline: float,
     results: Results,
     budget: list[int],
     think_s: float,
 ) -> None:
-    asked = number
+    asked = start
     while time.monotonic() < deadline and budget[0] > 0:
         budget[0] -= 1
-        question = QUESTIONS[asked % len(QUESTIONS)]
+        question = questions[asked % len(questions)]
         asked += 1
         started = time.monotonic()
         retry_after = 0.0
@@ -136,6 +143,7 @@ def analyst_keys(data_dir: Path, count: int) -> list[str]:
 async def run(
     url: str,
     keys: list[str],
+    questions: list[str],
     users: int,
     duration_s: float,
     max_requests: int,
@@ -150,7 +158,15 @@ async def run(
         deadline = started + duration_s
         await asyncio.gather(
             *(
-                analyst(client, n, deadline, results, budget, think_s)
+                analyst(
+                    client,
+                    questions,
+                    n * len(questions) // users,
+                    deadline,
+                    results,
+                    budget,
+                    think_s,
+                )
                 for n, client in enumerate(clients)
             )
         )
@@ -252,6 +268,7 @@ def main() -> None:
         "--extractive", action="store_true", help="with --spawn: no model server behind the API"
     )
     parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--questions", type=int, help="ask only the first N questions")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds")
     parser.add_argument("--max-requests", type=int, default=10_000)
     parser.add_argument("--timeout", type=float, default=120.0, help="client timeout, seconds")
@@ -260,7 +277,16 @@ def main() -> None:
 
     def go(url: str, keys: list[str]) -> None:
         results, elapsed = asyncio.run(
-            run(url, keys, args.users, args.duration, args.max_requests, args.timeout, args.think)
+            run(
+                url,
+                keys,
+                QUESTIONS[: args.questions],
+                args.users,
+                args.duration,
+                args.max_requests,
+                args.timeout,
+                args.think,
+            )
         )
         report(results, elapsed, args.users)
 

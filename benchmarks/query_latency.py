@@ -17,8 +17,9 @@ table is measured side by side in one run.
 
 A data folder without the sample corpus gets it ingested first (minutes on 2 cores). `--filler N`
 adds N chunks of ObliQA passages (real BM25 vectors, random dense ones, as in
-`retrieval_latency.py`) that only the group `filler` may read, so that searches scan an index of
-that size. Without `--llm-url` answers are extractive (the default deployment).
+`retrieval_latency.py`) that the asker may read, so that every search scans an index of that size
+(answers may then quote them: only the timings count). Without `--llm-url` answers are extractive
+(the default deployment).
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ def percentile(values: list[float], q: int) -> float:
 # --- the worker: one process answering questions read from stdin ---------------------------------
 
 
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def worker(data_dir: Path, llm_url: str | None, llm_model: str | None) -> None:
     """Answers each question line from stdin; writes one JSON line of timings per answer."""
     from api.services import Services
@@ -90,7 +98,7 @@ def worker(data_dir: Path, llm_url: str | None, llm_model: str | None) -> None:
     options: dict[str, Any] = {"data_dir": data_dir}
     if llm_url:
         options |= {"llm_base_url": llm_url, "llm_model": llm_model, "llm_timeout_s": 600}
-    settings = Settings(_env_file=None, **options)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, **options)
     services = Services(settings)
     services.serve_queries()
     pipeline = services.query_pipeline(audited=False)
@@ -110,6 +118,11 @@ def worker(data_dir: Path, llm_url: str | None, llm_model: str | None) -> None:
                 record["parts"] = len(event.result.answer.parts)
         record["total"] = (time.perf_counter() - start) * 1000
         record["first token"] = first if first is not None else record["total"]
+        record["rss_mb"] = rss_mb()
+        cache = getattr(services.embedder, "cache", None)
+        if cache is not None:
+            record["cached_vectors"] = len(cache)
+            record["cache_mb"] = cache.nbytes / 2**20
         print(json.dumps(record), flush=True)
     services.close()
 
@@ -155,7 +168,7 @@ def ensure_sample(data_dir: Path, filler: int) -> None:
     from api.services import Services
     from core.settings import Settings
 
-    settings = Settings(_env_file=None, data_dir=data_dir)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, data_dir=data_dir)
     services = Services(settings)
     try:
         if len(services.catalog.documents()) < 4:
@@ -168,8 +181,7 @@ def ensure_sample(data_dir: Path, filler: int) -> None:
 
 
 def add_filler(services: Any, count: int) -> None:
-    """`count` chunks of ObliQA passages only the group `filler` may read: the index grows, the
-    sample corpus's answers do not change."""
+    """`count` chunks of ObliQA passages, readable by the anonymous asker the workers use."""
     import numpy as np
 
     from core.models import Chunk
@@ -195,7 +207,7 @@ def add_filler(services: Any, count: int) -> None:
                 text=passages[i % len(passages)],
                 source="filler",
                 content_hash="filler",
-                access_groups=["filler"],
+                access_groups=settings.anonymous_groups,
             )
             for i in range(start, min(start + 2000, count))
         ]
@@ -203,7 +215,8 @@ def add_filler(services: Any, count: int) -> None:
         dense /= np.linalg.norm(dense, axis=1, keepdims=True)
         sparse = [encoder.encode_document(chunk.embedding_text()) for chunk in chunks]
         services.store.upsert(chunks, dense, sparse)
-        print(f"filler: {start + len(chunks)}/{count}", flush=True)
+        if (start + len(chunks)) % 20_000 == 0 or start + len(chunks) == count:
+            print(f"filler: {start + len(chunks)}/{count}", flush=True)
     services.store.optimize()
 
 
@@ -289,6 +302,14 @@ def main() -> None:
         f"index: sample corpus{f' + filler to {args.filler} chunks' if args.filler else ''}"
     )
     report(runs)
+    for name, phases in runs.items():
+        last = phases["warm" if phases["warm"] else "cold"][-1]
+        cache = (
+            f", {last['cached_vectors']:.0f} cached vectors ({last['cache_mb']:.1f} MB)"
+            if "cached_vectors" in last
+            else ""
+        )
+        print(f"{name}: process memory at the end {last['rss_mb']:.0f} MB{cache}")
 
 
 if __name__ == "__main__":
