@@ -120,24 +120,12 @@ def client_for(url: str, number: int, key: str, timeout_s: float) -> httpx.Async
 
 def analyst_keys(data_dir: Path, count: int) -> list[str]:
     """`count` new analyst keys (groups: public) in the data folder's key store."""
-    created = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys\n"
-            "from api.cli.admin import sql_stores\n"
-            "from core.models import Role\n"
-            "with sql_stores() as (keys, _):\n"
-            "    for n in range(int(sys.argv[1])):\n"
-            "        print(keys.create(Role.ANALYST, ['public'], f'load-test-{n}')[1])\n",
-            str(count),
-        ],
-        env={**os.environ, "REGULUS_DATA_DIR": str(data_dir)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return created.stdout.split()
+    from api.cli.admin import sql_stores
+    from core.models import Role
+    from core.settings import Settings
+
+    with sql_stores(Settings(data_dir=data_dir)) as (keys, _):
+        return [keys.create(Role.ANALYST, ["public"], f"load-test-{n}")[1] for n in range(count)]
 
 
 async def run(

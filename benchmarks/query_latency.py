@@ -16,9 +16,9 @@ table is measured side by side in one run.
         [--passes 3] [--llm-url URL --llm-model NAME] [--filler 100000]
 
 A data folder without the sample corpus gets it ingested first (minutes on 2 cores). `--filler N`
-adds N chunks of ObliQA passages (real BM25 vectors, random dense ones, as in
-`retrieval_latency.py`) that the asker may read, so that every search scans an index of that size
-(answers may then quote them: only the timings count). Without `--llm-url` answers are extractive
+adds N chunks of ObliQA passages (real BM25 vectors, random dense ones, public, as
+`retrieval_latency.py` builds them), so that every search scans an index of that size (answers
+may then quote them: only the timings count). Without `--llm-url` answers are extractive
 (the default deployment).
 """
 
@@ -33,16 +33,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "corpora" / "sample"
 ANALYST = ROOT / "eval" / "questions" / "analyst.jsonl"
-OBLIQA = ROOT.parent / "shared" / "corpora" / "obliqa"
 QUESTIONS = [
     "Within how many hours must a personal data breach be notified to the supervisory authority?",
     "When must the controller communicate a personal data breach to the data subject?",
@@ -83,10 +83,7 @@ def percentile(values: list[float], q: int) -> float:
 
 
 def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return float(psutil.Process().memory_info().rss) / 2**20
 
 
 def worker(data_dir: Path, llm_url: str | None, llm_model: str | None) -> None:
@@ -181,43 +178,11 @@ def ensure_sample(data_dir: Path, filler: int) -> None:
 
 
 def add_filler(services: Any, count: int) -> None:
-    """`count` chunks of ObliQA passages, readable by the anonymous asker the workers use."""
-    import numpy as np
+    """`count` ObliQA passages as `retrieval_latency.py` builds them (public, real BM25 vectors,
+    random dense ones), in the sample corpus's store."""
+    from retrieval_latency import build, passages
 
-    from core.models import Chunk
-    from retrieval.sparse import BM25Encoder
-
-    passages = [
-        item["Passage"].strip()
-        for path in sorted((OBLIQA / "documents").glob("*.json"))
-        for item in json.loads(path.read_text())
-        if len(item["Passage"].strip()) > 120
-    ]
-    settings = services.settings
-    encoder = BM25Encoder(settings.bm25_k1, settings.bm25_b, settings.bm25_average_length)
-    rng = np.random.default_rng(0)
-    dimension = services.embedder.dimension
-    for start in range(0, count, 2000):
-        chunks = [
-            Chunk(
-                chunk_id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"filler-{i}")),
-                document_id=f"filler-{i // 500}",
-                document_title="Filler",
-                section=f"Part {i}",
-                text=passages[i % len(passages)],
-                source="filler",
-                content_hash="filler",
-                access_groups=settings.anonymous_groups,
-            )
-            for i in range(start, min(start + 2000, count))
-        ]
-        dense = rng.normal(size=(len(chunks), dimension)).astype(np.float32)
-        dense /= np.linalg.norm(dense, axis=1, keepdims=True)
-        sparse = [encoder.encode_document(chunk.embedding_text()) for chunk in chunks]
-        services.store.upsert(chunks, dense, sparse)
-        if (start + len(chunks)) % 20_000 == 0 or start + len(chunks) == count:
-            print(f"filler: {start + len(chunks)}/{count}", flush=True)
-    services.store.optimize()
+    build(services.store, count, passages(), services.embedder.dimension)
 
 
 # --- the report ----------------------------------------------------------------------------------
