@@ -116,8 +116,20 @@ def _at(sentence: str, match: re.Match[str], group: int, new: str) -> str:
     return sentence[: match.start(group)] + new + sentence[match.end(group) :]
 
 
-def perturbations(sentence: str, rng: random.Random, actors: Sequence[str]) -> dict[str, str]:
-    """Each kind of error this sentence can carry, as the sentence with that error."""
+def _unstated(prefix: str, last: int, evidence: str) -> str:
+    """The reference `prefix` + the nearest number after `last` that the cited passages do not
+    mention (a wrong reference the passages also name elsewhere is no detectable error)."""
+    for candidate in (last + step for step in (*range(1, 20), -1, -2) if last + step > 0):
+        if not re.search(rf"(?<![\w.]){re.escape(prefix)}{candidate}(?![\w]|\.\d)", evidence):
+            return f"{prefix}{candidate}"
+    return f"{prefix}{last + 1}"
+
+
+def perturbations(
+    sentence: str, rng: random.Random, actors: Sequence[str], evidence: str = ""
+) -> dict[str, str]:
+    """Each kind of error this sentence can carry, as the sentence with that error; changed
+    references point where the cited passages (`evidence`) do not."""
     out: dict[str, str] = {}
     durations = list(_DURATION.finditer(sentence))
     if durations:
@@ -158,7 +170,8 @@ def perturbations(sentence: str, rng: random.Random, actors: Sequence[str]) -> d
     if references:
         m = rng.choice(references)
         *head, last = m.group(2).split(".")
-        out["reference"] = _at(sentence, m, 2, ".".join([*head, str(int(last) + 1)]))
+        prefix = "".join(f"{part}." for part in head)
+        out["reference"] = _at(sentence, m, 2, _unstated(prefix, int(last), evidence))
     return out
 
 
@@ -327,7 +340,11 @@ def variants_of(answers: list[GoldAnswer], actors: Sequence[str], seed: int) -> 
             rewritten = paraphrase(text)
             if rewritten:
                 kinds["paraphrase"].append((rewritten, cited))
-            for kind, changed in perturbations(text, rng, actors).items():
+            evidence = "\n".join(
+                f"{p.chunk.section_ref or ''}\n{p.chunk.text}"
+                for p in (gold.passages[n - 1] for n in cited)
+            )
+            for kind, changed in perturbations(text, rng, actors, evidence).items():
                 if changed != text:
                     kinds[kind].append((changed, cited))
         for kind, sentences in kinds.items():

@@ -225,6 +225,8 @@ _OBLIGATION = (
     # "may require the person to answer": an obligation on the person
     r"|(?:requir|oblig|direct)(?:e|es|ed|s)?\s+(?:[\w']+\s+){0,6}?to"
 )
+# An adverb between the modal and its verb ("shall promptly notify"), not a verb ending in -ly.
+_ADVERB = r"(?!(?:apply|supply|comply|rely|reply|imply|multiply|fly)\b)\w+ly"
 _PERMISSION = r"may|(?:is|are|be)\s+(?:permitted|allowed|entitled|authori[sz]ed|free)\s+to"
 _MODAL = re.compile(
     rf"\b(?:(?P<no>no|neither|nor)\s+(?:\w+\s+){{0,4}}?)?"
@@ -234,7 +236,7 @@ _MODAL = re.compile(
     rf"|(?P<obligation>{_OBLIGATION})|(?P<permission>{_PERMISSION})|(?P<ability>can|could|might))"
     rf"(?P<negation>\s+not\b|\s+never\b|n't\b)?(?P<colon>\s*:)?(?:\s+\([a-z0-9]{{1,4}}\))?"
     rf"(?P<filler>(?:\s+(?:also|only|then|first|further|immediately|promptly|always|still"
-    rf"|either|jointly|\w+ly|be|been))*)"
+    rf"|either|jointly|{_ADVERB}|be|been))*)"
     rf"\s+(?P<verb>[a-z]+)",
     re.IGNORECASE,
 )
@@ -279,6 +281,7 @@ class Modal:
     verb: str  # the first word after it, as written (a sentence's verb)
     reach: frozenset[str]  # stems of the verbs it governs in its clause
     topic: frozenset[str]  # stems of the content words of its clause
+    subject: frozenset[str]  # stems of the content words before it in its clause
     modal: str  # as written, e.g. "must not"
     actor: str | None  # the actor named just before it, when one is
 
@@ -294,7 +297,7 @@ class Modal:
 _stemmer = SnowballStemmer("english")
 _NOT_A_VERB = {"not", "be", "to", "the", "a", "an", "also", "in", "at", "as", "by", "on", "with"}
 _CLAUSE_END = re.compile(r"[;:]|\.\s|\s(?:unless|except|provided)\s")
-_COORDINATED = re.compile(r"\b(?:and|or)\s+(?:\w+ly\s+)?([a-z]+)", re.IGNORECASE)
+_COORDINATED = re.compile(rf"\b(?:and|or)\s+(?:{_ADVERB}\s+)?([a-z]+)", re.IGNORECASE)
 _WORD = re.compile(r"[a-z]+", re.IGNORECASE)
 _ITEM = re.compile(r"\([a-z0-9]{1,4}\)\s+(?:be\s+|not\s+)?([a-z]+)", re.IGNORECASE)
 _AFTER_COMMA = re.compile(r",\s*([a-z]+)", re.IGNORECASE)
@@ -374,9 +377,8 @@ def modals(text: str) -> tuple[Modal, ...]:
                 force=_force(match),
                 verb=match.group("verb").lower(),
                 reach=frozenset(_stem(w) for w in governed),
-                topic=frozenset(
-                    _stem(w) for w in _WORD.findall(clause) if w.lower() not in ENGLISH_STOP_WORDS
-                ),
+                topic=_content_stems(clause),
+                subject=_content_stems(text[clause_start : match.start()]),
                 modal=" ".join(match.group(0)[: match.start("verb") - match.start()].split()),
                 actor=_actor_key(named[-1]) if named else None,
             )
@@ -384,9 +386,54 @@ def modals(text: str) -> tuple[Modal, ...]:
     return tuple(found)
 
 
+def _content_stems(text: str) -> frozenset[str]:
+    return frozenset(_stem(w) for w in _WORD.findall(text) if w.lower() not in ENGLISH_STOP_WORDS)
+
+
+# Verbs a restatement swaps for one another ("must not allow" for "shall not permit").
+_VERB_GROUPS = (
+    "allow permit let authorise authorize",
+    "give provide supply furnish",
+    "tell inform notify communicate",
+    "send submit transmit file forward",
+    "keep retain maintain preserve",
+    "refuse reject decline deny",
+    "disclose reveal divulge",
+    "stop cease discontinue",
+    "delete erase",
+    "get obtain acquire",
+    "ask request require",
+    "check verify",
+    "examine assess evaluate review",
+    "start begin commence",
+)
+
+
+@lru_cache(maxsize=1)
+def _synonyms() -> dict[str, frozenset[str]]:
+    table: dict[str, frozenset[str]] = {}
+    for group in _VERB_GROUPS:
+        stems = frozenset(_stem(word) for word in group.split())
+        for stem in stems:
+            table[stem] = table.get(stem, frozenset()) | stems
+    return table
+
+
 def _governing(modal: Modal, stated: Sequence[Modal]) -> list[Modal]:
-    """The passage's modal phrases that govern the claim modal's verb."""
-    return [m for m in stated if modal.stem in m.reach]
+    """The passage's modal phrases that govern the claim modal's verb; where several do, those
+    about the same matter (most words shared with the claim's subject and clause): "(a) exposures
+    must be net of allowances ... (c) loans must not be netted with deposits"."""
+    words = modal.topic | modal.subject
+    governing = [m for m in stated if modal.stem in m.reach]
+    if not governing:  # a synonym governs it only where the phrase is about the same matter
+        synonyms = _synonyms().get(modal.stem, frozenset())
+        governing = [
+            m for m in stated if synonyms & m.reach and len((m.topic | m.subject) & words) >= 3
+        ]
+    if len(governing) < 2:
+        return governing
+    shared = [len((m.topic | m.subject) & words) for m in governing]
+    return [m for m, n in zip(governing, shared, strict=True) if n == max(shared)]
 
 
 def _aligned(modal: Modal, stated: Sequence[Modal], share: float = 0.5) -> Modal | None:
@@ -399,7 +446,7 @@ def _aligned(modal: Modal, stated: Sequence[Modal], share: float = 0.5) -> Modal
         return None
     best = ranked[0]
     rivals = [m for m in ranked[1:] if m.force != best.force]
-    if rivals and len(rivals[0].topic & modal.topic) >= len(best.topic & modal.topic) - 1:
+    if rivals and len(rivals[0].topic & modal.topic) >= len(best.topic & modal.topic):
         return None
     return best
 
@@ -436,16 +483,27 @@ def _check_modality(claim: str, evidence: str) -> Mismatch | None:
                 f"the sentence says '{modal.governing(modal.verb)}', "
                 f"the cited passage '{aligned.governing(aligned.verb)}'",
             )
-        # ... and the passage must at least state that force somewhere.
-        if stated and not any(
-            _compatible(modal.force, m.force) or m.force in accepted for m in stated
-        ):
+        # ... and the passage must at least state that force somewhere; what something "can" do
+        # is no permission ("may keep" where the passage says "must keep" and "can meet").
+        if modal.force is Force.PERMISSION:
+            stating = {Force.PERMISSION, Force.NO_OBLIGATION}
+        else:
+            stating = accepted | {f for f in Force if _compatible(modal.force, f)}
+        if stated and not any(m.force in stating for m in stated):
             return Mismatch(
                 SupportCheck.MODALITY,
                 f"the sentence says '{modal.governing(modal.verb)}'; the cited passage states no "
                 f"{modal.force.value} (it says '{stated[0].governing(stated[0].verb)}')",
             )
     return None
+
+
+def states_modality(claim: str, evidence: str) -> bool:
+    """Whether the passage says something of the force of each of the claim's modal phrases: a
+    phrase governing its verb, or one on the same matter. A passage that merely states no modal
+    passes the modality check without confirming anything."""
+    stated = modals(evidence)
+    return all(_governing(m, stated) or _aligned(m, stated) for m in modals(claim))
 
 
 _CONDITION = re.compile(

@@ -24,7 +24,7 @@ from transformers.utils import logging as transformers_logging
 
 from core.models import Answer, AnswerSentence, RetrievedChunk, SupportCheck, UnsupportedPolicy
 from core.settings import BUILTIN_RERANKER, LLM_JUDGE, Settings
-from generation.checks import Evidence, FactChecker, Mismatch
+from generation.checks import Evidence, FactChecker, Mismatch, states_modality
 from generation.citations import cite, cited_numbers, split_sentences, strip_markers
 from retrieval.embedder import resolve_model_location
 
@@ -271,7 +271,7 @@ class CitationVerifier:
             for n in np.argsort(-scores, kind="stable") + 1:
                 if scores[n - 1] < floor:
                     break
-                if n not in cited and self.mismatch(claim, [int(n)], passages) is None:
+                if n not in cited and self.backs(claim, int(n), passages, mismatch):
                     backing = [int(n)]
                     break
         kept = backing or cited
@@ -287,6 +287,22 @@ class CitationVerifier:
         what = "the cited passage does not" if cited else "no passage"
         reason = f"{what} back it (support {support:.2f} < {threshold:.2f})"
         return verdict(kept, support, False, reason=reason)
+
+    def backs(
+        self,
+        claim: str,
+        number: int,
+        passages: list[RetrievedChunk],
+        contradiction: Mismatch | None,
+    ) -> bool:
+        """Whether another passage may take the citation: it passes the checks and, where the
+        cited passage contradicted the sentence's modal, states one itself (a passage with no
+        "shall" or "may" in it passes the check without confirming anything)."""
+        if self.mismatch(claim, [number], passages) is not None:
+            return False
+        if contradiction is None or contradiction.kind is not SupportCheck.MODALITY:
+            return True
+        return states_modality(claim, Evidence.of([passages[number - 1].chunk]).text)
 
     def mismatch(
         self, claim: str, numbers: list[int], passages: list[RetrievedChunk]

@@ -114,6 +114,57 @@ class TestFactChecker:
         allowed = "The Regulator can extend the period to ten business days."
         assert finding(checker, allowed, RULE) == (None, None)  # "can" restates "may"
 
+    def test_verbs_ending_in_ly_are_verbs(self, checker: FactChecker) -> None:
+        rule = retrieved(
+            "weights", text="An Authorised Person must apply a risk weight of 150% to Exposures."
+        ).chunk
+        kind, reason = finding(
+            checker, "An Authorised Person may apply a risk weight of 150%.", rule
+        )
+        assert kind == SupportCheck.MODALITY and reason is not None and "'must apply'" in reason
+        assert finding(checker, "An Authorised Person must apply a 150% risk weight.", rule) == (
+            None,
+            None,
+        )
+
+    def test_of_several_phrases_governing_a_verb_the_one_on_the_same_matter(
+        self, checker: FactChecker
+    ) -> None:
+        rule = retrieved(
+            "netting",
+            text="(a) on-balance sheet Exposures must be net of specific allowances; and "
+            "(b) loans must not be netted with Deposits.",
+        ).chunk
+        assert finding(checker, "Loans must be netted with Deposits.", rule)[0] == (
+            SupportCheck.MODALITY
+        )
+        assert finding(checker, "Loans must not be netted with Deposits.", rule) == (None, None)
+        assert finding(checker, "Exposures must be net of specific allowances.", rule) == (
+            None,
+            None,
+        )
+
+    def test_a_synonym_verb_on_the_same_matter(self, checker: FactChecker) -> None:
+        rule = retrieved(
+            "trading",
+            text="A Recognised Investment Exchange shall not permit trading of Securities on its "
+            "facilities unless those Securities are admitted to the Official List.",
+        ).chunk
+        exchange = "A Recognised Investment Exchange"
+        flipped = f"{exchange} must allow trading of Securities on its facilities."
+        assert finding(checker, flipped, rule)[0] == SupportCheck.MODALITY
+        kept = f"{exchange} must not allow trading of Securities on its facilities."
+        assert finding(checker, kept, rule) == (None, None)
+
+    def test_what_something_can_do_is_no_permission(self, checker: FactChecker) -> None:
+        rule = retrieved(
+            "insurance",
+            text="A facility must have insurance arrangements in place. Other jurisdictions can "
+            "meet these requirements.",
+        ).chunk
+        kind, reason = finding(checker, "They may hold insurance against fraud.", rule)
+        assert kind == SupportCheck.MODALITY and reason is not None and "no permission" in reason
+
     def test_exception_the_passage_does_not_make(self, checker: FactChecker) -> None:
         rule = retrieved("r", text="The processor shall notify the controller.").chunk
         kind, reason = finding(checker, "The processor shall notify the controller unless "

@@ -139,6 +139,30 @@ class TestCheckedVerification:
         unchecked = CitationVerifier(judge).run(answer, PASSAGES).sentences[1]
         assert unchecked.check is SupportCheck.MODEL
 
+    def test_a_contradicted_modal_moves_only_to_a_passage_stating_one(self) -> None:
+        """A passage with no "shall" or "may" in it passes the modality check without confirming
+        anything: it must not take the citation of a sentence its cited passage contradicts."""
+
+        class Confident:  # the model finds every pair supported: only the checks decide
+            name, threshold = "confident", 0.5
+
+            def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+                return [0.9] * len(pairs)
+
+        passages = [
+            retrieved("rule", text="The controller shall notify the supervisory authority."),
+            retrieved("recital", text="Notification of breaches to the supervisory authority."),
+            retrieved("option", text="The controller may notify the supervisory authority."),
+        ]
+        verifier = CitationVerifier(Confident(), checker=FactChecker())
+        flipped = "The controller may notify the supervisory authority."
+        (moved,) = verifier.run(answer_citing(f"{flipped} [1]", passages), passages).sentences
+        assert (moved.supported, moved.citations) == (True, [3])
+        (kept,) = verifier.run(
+            answer_citing(f"{flipped} [1]", passages[:2]), passages[:2]
+        ).sentences
+        assert (kept.supported, kept.check, kept.citations) == (False, SupportCheck.MODALITY, [1])
+
     def test_a_low_score_says_so(self, judge: CrossEncoderSupportJudge) -> None:
         answer = answer_citing("Encryption keeps stored backups unreadable. [1]", PASSAGES)
         (sentence,) = CitationVerifier(judge, checker=FactChecker()).run(answer, PASSAGES).sentences
