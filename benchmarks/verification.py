@@ -7,7 +7,9 @@ BM25-near passages, as retrieval would hand them over. Per sentence, the variant
 - untouched, and a faithful paraphrase (shall <-> must, numbers spelt out, "Art." for Article,
   synonyms such as "prior to" -> "before"): a flag is a false alarm;
 - a changed number, a changed duration, a flipped modal (must -> may / must not, may -> must), a
-  dropped exception, a swapped actor, a wrong article/rule reference: a flag is a catch.
+  dropped exception, a swapped actor, a wrong article/rule reference (one the cited passages do
+  not name), and the untouched sentence citing a BM25-near passage that does not back it, with
+  only such passages retrieved ("unrelated"): a flag is a catch.
 Two verifiers score the same sentences: today's (the support model alone, its shipped threshold)
 and the checked one (deterministic checks beside the model, one threshold). The threshold of the
 checked one is calibrated on `--calibrate` (SCHEMA dev by default: the best balanced accuracy of
@@ -62,7 +64,7 @@ from generation.verification import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "corpora" / "sample"
-CATCHES = ("number", "duration", "modal", "exception", "actor", "reference")
+CATCHES = ("number", "duration", "modal", "exception", "actor", "reference", "unrelated")
 TARGETED = ("number", "duration", "modal", "actor", "reference")  # the >= 90 % target
 FALSE_ALARMS = ("untouched", "paraphrase")
 
@@ -349,6 +351,13 @@ def variants_of(answers: list[GoldAnswer], actors: Sequence[str], seed: int) -> 
                     kinds[kind].append((changed, cited))
         for kind, sentences in kinds.items():
             out.answers[kind].append((answer_of(sentences), gold.passages))
+        # The untouched sentences citing a passage that does not back them, with only such
+        # passages retrieved (nothing to move the citation to): what the support model is for.
+        cited = {n for _, numbers in gold.sentences for n in numbers}
+        others = [p for n, p in enumerate(gold.passages, start=1) if n not in cited]
+        if others:
+            unrelated = [(text, [1]) for text, _ in gold.sentences]
+            out.answers["unrelated"].append((answer_of(unrelated), others))
     return out
 
 

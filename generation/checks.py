@@ -105,7 +105,7 @@ _DATE = re.compile(
 _NAMING = re.compile(
     r"\b(?:articles?|art\.|rules?|sections?|chapters?|paragraphs?|sub-?paragraphs?|points?|annex"
     r"(?:es)?|parts?|schedules?|recitals?|appendix|appendices|app|titles?|regulations?|directives?"
-    r"|decisions?|iso|nist|sp|controls?)\s+(?:\([a-z]+\)\s*)?[0-9ivxlc]+[0-9a-z.()/-]*"
+    r"|decisions?|forms?|iso|nist|sp|controls?)\s+(?:\([a-z]+\)\s*)?[0-9ivxlc]+[0-9a-z.()/-]*"
     r"(?:(?:\s*(?:,|and|or|to|-|–)\s*)\(?[0-9ivxlc]+[0-9a-z.()/-]*)*"
     r"|\b\d+/\d+(?:/\w+)?\b|\(\w{1,4}\)|\b\d+[a-z]\)|\b\d+(?:\.\d+){2,}\w*|\b[a-z]+-\d+\b",
     re.IGNORECASE,
