@@ -265,6 +265,10 @@ class VectorCache:
     def __len__(self) -> int:
         return len(self._vectors)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._vectors.clear()
+
     @property
     def nbytes(self) -> int:
         """The memory its vectors and texts hold (Python objects' overhead not counted)."""
