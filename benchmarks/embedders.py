@@ -44,7 +44,11 @@ from retrieval.embedder import Embedder
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EMBEDDERS = "regulus-embed-minilm-l6,all-mpnet-base-v2,embeddinggemma-300m"
 TYPES = ("single", "multi-article", "multi-document")
-SHORT = {"regulus-embed-minilm-l6": "minilm", "all-mpnet-base-v2": "mpnet"}
+SHORT = {
+    "regulus-embed-minilm-l6": "minilm",
+    "all-mpnet-base-v2": "mpnet",
+    "embeddinggemma-300m": "gemma",
+}
 
 
 def short(name: str) -> str:
