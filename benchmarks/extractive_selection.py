@@ -25,7 +25,7 @@ from eval.training.common import DEFAULT_CORPUS_DIR
 from eval.training.train_support import indexed_passages, read_jsonl
 from generation.citations import split_sentences
 from generation.verification import CrossEncoderSupportJudge
-from retrieval.embedder import Embedder
+from retrieval.embedder import Embedder, TextRole
 
 
 def main() -> int:
@@ -53,9 +53,10 @@ def main() -> int:
             if len(sentence.split()) >= 5
         ]
         sentences = [sentence for _, sentence in candidates]
-        vectors = embedder.embed([record["question"], *sentences])
+        vectors = embedder.embed(sentences, TextRole.DOCUMENT)
+        question = embedder.embed_one(record["question"], TextRole.QUERY)
         scores = {
-            "embedder": vectors[1:] @ vectors[0],
+            "embedder": vectors @ question,
             # The question read as the "passage" the sentence must be relevant to.
             "support_model": np.array(judge.score([(s, record["question"]) for s in sentences])),
         }

@@ -29,7 +29,7 @@ from core.models import EmbedBackend
 from core.settings import Settings
 from ingest.parsers import parse_document
 from ingest.pipeline import discover_files
-from retrieval.embedder import Embedder, resolve_model_location
+from retrieval.embedder import Embedder, TextRole, resolve_model_location
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,7 +132,7 @@ def main() -> None:
                 flush=True,
             )
             started = time.perf_counter()
-            services.embedder.embed(texts)
+            services.embedder.embed(texts, TextRole.DOCUMENT)
             raw = time.perf_counter() - started
             services.close()
             print(

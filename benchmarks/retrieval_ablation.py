@@ -32,7 +32,7 @@ from eval.datasets import PassageIndex, load_questions
 from eval.retrieval import run_questions, score
 from eval.splits import is_training_question
 from ingest.pipeline import discover_files
-from retrieval.embedder import Embedder
+from retrieval.embedder import Embedder, TextRole
 from retrieval.expansion import ReferenceExpander
 from retrieval.reranker import DEFAULT_RERANKER_PATH, CrossEncoderReranker
 from retrieval.retriever import Retriever
@@ -60,7 +60,7 @@ class MemoReranker(CrossEncoderReranker):
 class RandomVectors(Embedder):
     """The real tokenizer (chunk budgets), random unit vectors instead of embeddings."""
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], role: TextRole = TextRole.DOCUMENT) -> np.ndarray:
         rng = np.random.default_rng(len(texts))
         vectors = rng.normal(size=(len(texts), self.dimension)).astype(np.float32)
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from retrieval.embedder import Embedder
+from retrieval.embedder import Embedder, TextRole
 
 # The metric names in per-question records and (as means) in summary.json.
 NON_LLM_METRICS = (
@@ -52,7 +52,7 @@ def _ragas_embeddings(embedder: Embedder) -> Any:
 
     class EmbedderForRagas(BaseRagasEmbedding):
         def embed_text(self, text: str, **kwargs: Any) -> list[float]:
-            return [float(x) for x in embedder.embed_one(text)]
+            return [float(x) for x in embedder.embed_one(text, TextRole.QUERY)]
 
         async def aembed_text(self, text: str, **kwargs: Any) -> list[float]:
             return self.embed_text(text)

@@ -23,7 +23,7 @@ from core.models import (
     UnsupportedPolicy,
 )
 from generation.verification import CitationVerifier
-from retrieval.embedder import Embedder
+from retrieval.embedder import Embedder, TextRole
 from retrieval.filters import build_filter
 from retrieval.retriever import Retriever
 from retrieval.store import VectorStore
@@ -112,7 +112,7 @@ class DraftVerifier:
             return passages, []
         # Every chunk of the document the caller may read, nearest first.
         readable = self.store.search(
-            dense=self.embedder.embed_one(draft.text),
+            dense=self.embedder.embed_one(draft.text, TextRole.QUERY),
             sparse=None,
             limit=max(1, record.chunks),
             query_filter=build_filter(principal, filters),

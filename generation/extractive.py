@@ -7,7 +7,7 @@ import numpy as np
 
 from core.models import Answer, AnswerPart, AnswerSentence, Citation, PartStatus, RetrievedChunk
 from generation.citations import make_citation, split_sentences
-from retrieval.embedder import Embedder
+from retrieval.embedder import Embedder, TextRole
 
 EXTRACTIVE_MODEL = "extractive"
 # Recitals explain; articles oblige. A recital sentence must be this much closer to be quoted.
@@ -61,8 +61,8 @@ class ExtractiveGenerator:
             return Answer(text="", citations=[], model=EXTRACTIVE_MODEL, parts=parts)
         texts = sorted({sentence for sentence, _ in candidates})
         row = {sentence: i for i, sentence in enumerate(texts)}
-        vectors = self._embedder.embed_cached(texts)
-        queries = self._embedder.embed_cached([part.text for _, part in asked])
+        vectors = self._embedder.embed_cached(texts, TextRole.DOCUMENT)
+        queries = self._embedder.embed_cached([part.text for _, part in asked], TextRole.QUERY)
         limit = self.max_sentences if len(parts) == 1 else self.per_part
         quoted: set[str] = set()
         chosen: list[AnswerSentence] = []

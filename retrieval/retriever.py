@@ -9,7 +9,7 @@ from qdrant_client import models
 
 from core.models import FusionMethod, Principal, RetrievedChunk, SearchFilters, SearchMode
 from core.timing import timed
-from retrieval.embedder import Embedder
+from retrieval.embedder import Embedder, TextRole
 from retrieval.expansion import ReferenceExpander
 from retrieval.filters import build_filter
 from retrieval.reranker import CrossEncoderReranker
@@ -74,7 +74,11 @@ class Retriever:
         """The fused candidates: `top_k` of them, or the reranker's pool when there is one."""
         if not query.strip():
             raise ValueError("the query is empty")
-        dense = None if self.mode is SearchMode.SPARSE else self._embedder.embed_cached([query])[0]
+        dense = (
+            None
+            if self.mode is SearchMode.SPARSE
+            else self._embedder.embed_cached([query], TextRole.QUERY)[0]
+        )
         sparse = None if self.mode is SearchMode.DENSE else self._sparse_encoder.encode_query(query)
         limit = top_k or self.top_k
         pool = max(limit, self.rerank_candidates) if self.reranker else limit

