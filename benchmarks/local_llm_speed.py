@@ -14,8 +14,9 @@ default top_k, so that both see the same machine. Per answer:
     .venv/bin/python benchmarks/local_llm_speed.py [--models qwen-0.5b,qwen-1.5b] [--questions 3]
         [--data-dir DIR] [--threads N]
 
-Without `--data-dir` a temporary folder gets GDPR and the ePrivacy Directive ingested (the
-questions are about them). Takes a while on 2 cores: a 1.5B answer is minutes.
+The data folder (`--data-dir`, default a temporary one) gets GDPR and the ePrivacy Directive
+ingested (the questions are about them; unchanged documents are skipped). Takes a while on 2
+cores: a 1.5B answer is minutes.
 """
 
 from __future__ import annotations
@@ -176,8 +177,8 @@ def ask(pipeline: Any, principal: Any, server: Server, number: int, question: st
 
 def table(rows: list[Row], models: list[str]) -> str:
     lines = [
-        "| model | question | prompt tokens evaluated | prompt tok/s | output tokens | output tok/s | "
-        "first token (s) | answer (s) | sentences cited |",
+        "| model | question | prompt tokens evaluated | prompt tok/s | output tokens | "
+        "output tok/s | first token (s) | answer (s) | sentences cited |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
@@ -220,28 +221,26 @@ def main() -> None:
         folder = Path(scratch)
         data_dir = args.data_dir or folder / "data"
         embedder = Embedder(Settings(_env_file=None).embed_model)  # type: ignore[call-arg]
-        if args.data_dir is None:
-            print("ingesting GDPR and the ePrivacy Directive ...", flush=True)
-            services = Services(Settings(_env_file=None, data_dir=data_dir), embedder=embedder)  # type: ignore[call-arg]
-            services.ingestor().run(DOCUMENTS)
-            services.close()
-        servers = [start_server(name, args.threads, folder) for name in models]
-        pipelines = []
-        for server in servers:
-            settings = Settings(
-                _env_file=None,  # type: ignore[call-arg]
-                data_dir=data_dir,
-                llm_base_url=server.url,
-                llm_model=server.alias,
-                llm_timeout_s=1200,
-            )
-            services = Services(settings, embedder=embedder)
-            pipelines.append((services, services.query_pipeline(audited=False)))
+        base = Settings(_env_file=None, data_dir=data_dir, llm_timeout_s=1200)  # type: ignore[call-arg]
+        # One store per process: one Services, a pipeline per model server.
+        services = Services(base, embedder=embedder)
+        print("ingesting GDPR and the ePrivacy Directive (skipped when unchanged) ...", flush=True)
+        services.ingestor().run(DOCUMENTS)
+        servers: list[Server] = []
         rows = []
         try:
+            for name in models:
+                servers.append(start_server(name, args.threads, folder))
+            pipelines = []
+            for server in servers:
+                services.settings = base.model_copy(
+                    update={"llm_base_url": server.url, "llm_model": server.alias}
+                )
+                pipelines.append(services.query_pipeline(audited=False))
+            principal = services.anonymous_principal()
             for number, question in enumerate(QUESTIONS[: args.questions], start=1):
-                for server, (services, pipeline) in zip(servers, pipelines, strict=True):
-                    row = ask(pipeline, services.anonymous_principal(), server, number, question)
+                for server, pipeline in zip(servers, pipelines, strict=True):
+                    row = ask(pipeline, principal, server, number, question)
                     rows.append(row)
                     print(
                         f"{row.model} q{number}: {row.answer_s:.0f} s, first token "
@@ -249,8 +248,7 @@ def main() -> None:
                         flush=True,
                     )
         finally:
-            for services, _ in pipelines:
-                services.close()
+            services.close()
             for server in servers:
                 stop(server.process)
     print()
