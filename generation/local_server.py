@@ -7,7 +7,6 @@ It speaks the same API as vLLM, so the code path under test is the production on
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -38,16 +37,17 @@ def server_command(
     answers to (the model's own alias unless given). Raises ModelNotInstalledError, saying what to
     run, when the weights are not installed.
 
-    `threads`: threads for generation and for prompt processing; default: every core for the
-    capable models (llama.cpp's own default is half of them for generation), llama.cpp's default
-    for SmolLM2. `prompt_cache`: llama.cpp keeps the states of earlier prompts in RAM and resumes
-    from the longest shared prefix (the system prompt, the passages of a follow-up); on by
+    `threads`: threads for generation and for prompt processing; default: llama.cpp's own (half
+    the cores for generation, every core for the prompt). On a busy 2-core machine two generation
+    threads were far slower than one: they wait on each other whenever another process holds a
+    core (docs/benchmarks.md, Local models).
+
+    `prompt_cache`: llama.cpp keeps the states of earlier prompts in RAM and resumes from the
+    longest shared prefix (the system prompt, the passages of a follow-up); on by
     default for the capable models, off for SmolLM2 (its prompts cost little, and the tests start
     several servers)."""
     spec = model if isinstance(model, LocalModel) else get_model(model)
     weights = model_path(spec, models_directory)
-    if threads is None and not spec.packaged:
-        threads = os.cpu_count() or 1
     if prompt_cache is None:
         prompt_cache = not spec.packaged
     command = [

@@ -427,7 +427,12 @@ def local_llm(
         bool, typer.Option("--list", help="List the local models and whether each is installed.")
     ] = False,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="CPU threads (default: every core).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Threads for generation and prompt (default: llama.cpp's, half the cores for "
+            "generation; more than the idle cores slows generation down).",
+        ),
     ] = None,
     context: Annotated[
         int | None, typer.Option(min=512, help="Context window in tokens (default: the model's).")

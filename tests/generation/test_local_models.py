@@ -225,6 +225,9 @@ class TestServerCommand:
         assert flags["--n_ctx"] == "8192"
         assert flags["--n_threads"] == flags["--n_threads_batch"] == "3"
         assert flags["--cache"] == "true" and flags["--cache_type"] == "ram"
+        # Unless asked, llama.cpp's own thread counts (more than the idle cores is slower).
+        default = server_command("127.0.0.1", 9999, model=model, models_directory=tmp_path)
+        assert "--n_threads" not in default and "--cache" in default
 
     def test_a_missing_model_says_how_to_install_it(self, tmp_path: Path) -> None:
         with pytest.raises(ModelNotInstalledError, match=r"--model qwen-1\.5b --install-only"):
