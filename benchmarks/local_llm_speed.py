@@ -58,7 +58,6 @@ class Server:
     process: subprocess.Popen[bytes]
     log: Path
     offset: int = 0
-    totals: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def new_log(self) -> str:
         text = self.log.read_text(errors="replace")
@@ -67,22 +66,15 @@ class Server:
 
     def timings(self) -> tuple[tuple[float, int], tuple[float, int]] | None:
         """(ms, tokens) of prompt evaluation and of generation for the last request, from the
-        server's log. llama.cpp's counters add up over the context's life (llama-cpp-python
-        resets them only for embeddings): the request's share is the difference."""
+        server's log (llama-cpp-python prints them after each completion, for that request)."""
         log = self.new_log()
-        found = {"prompt": PROMPT_EVAL.findall(log), "eval": EVAL.findall(log)}
-        if not (found["prompt"] and found["eval"]):
+        prompts, evals = PROMPT_EVAL.findall(log), EVAL.findall(log)
+        if not (prompts and evals):
             return None
-        shares = []
-        for key, matches in found.items():
-            ms, count = float(matches[-1][0]), int(matches[-1][1])
-            before_ms, before_count = self.totals.get(key, (0.0, 0))
-            if ms >= before_ms and count >= before_count:
-                shares.append((ms - before_ms, count - before_count))
-            else:  # reset in between
-                shares.append((ms, count))
-            self.totals[key] = (ms, count)
-        return shares[0], shares[1]
+        return (float(prompts[-1][0]), int(prompts[-1][1])), (
+            float(evals[-1][0]),
+            int(evals[-1][1]),
+        )
 
 
 @dataclass
