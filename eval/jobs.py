@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from core.model_files import file_sha256
 from core.models import Principal, Role
 from core.settings import Settings
 from eval.datasets import DatasetFormat, load_questions
@@ -31,7 +32,6 @@ from eval.run import (
     RunFolder,
     RunInfo,
     RunStatus,
-    file_sha256,
     load_eval_questions,
 )
 from generation.pipeline import QueryPipeline

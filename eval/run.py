@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import hashlib
 import json
 import os
 import time
@@ -122,10 +121,6 @@ class QuestionRecord(BaseModel):
     error: str | None = None
     metrics: dict[str, float | None] = Field(default_factory=dict)
     metric_errors: dict[str, str] = Field(default_factory=dict)
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_eval_questions(

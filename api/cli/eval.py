@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from api.services import Services, build_index
+from core.model_files import file_sha256
 from core.models import Chunk, Principal, Role, SearchMode
 from core.settings import Settings, get_settings
 from eval.datasets import DatasetError, DatasetFormat, EvalQuestion
@@ -27,7 +28,6 @@ from eval.run import (
     RunConflictError,
     RunFolder,
     RunInfo,
-    file_sha256,
     load_eval_questions,
 )
 from eval.splits import is_training_question

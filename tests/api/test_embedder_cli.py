@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from api.cli import embedder as embedder_cli
 from api.cli.main import app
-from retrieval.install_embedder import MARKER, MODELS_DIR_ENV, RECIPES, PipRunner, install
+from core.model_files import MODELS_DIR_ENV
+from retrieval.install_embedder import MARKER, RECIPES, PipRunner, install
 
 
 def test_an_unknown_name_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

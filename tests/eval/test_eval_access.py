@@ -12,8 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from core.model_files import file_sha256
 from core.models import Principal, Role
-from eval.run import EvalRunner, RunFolder, RunInfo, file_sha256, load_eval_questions
+from eval.run import EvalRunner, RunFolder, RunInfo, load_eval_questions
 from retrieval.embedder import Embedder
 from tests.helpers import bearer, make_settings, new_key, services_for
 

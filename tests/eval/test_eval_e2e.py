@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 
 from api.cli.main import app
 from api.main import create_app
+from core.model_files import file_sha256
 from core.models import Principal, Role
 from core.settings import get_settings
 from eval.ragas_scores import JUDGE_METRICS, JudgeConfig, RagasScorer
-from eval.run import EvalRunner, RunFolder, RunInfo, file_sha256, load_eval_questions
+from eval.run import EvalRunner, RunFolder, RunInfo, load_eval_questions
 from generation.local_server import LOCAL_MODEL_ALIAS
 from retrieval.embedder import Embedder
 from tests.helpers import SAMPLE, bearer, make_settings, new_key, services_for

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from core.model_files import file_sha256
 from core.models import Principal, Role
 from eval.gate import regressions
-from eval.run import EvalRunner, RunFolder, RunInfo, file_sha256, load_eval_questions
+from eval.run import EvalRunner, RunFolder, RunInfo, load_eval_questions
 from generation.local_server import LOCAL_MODEL_ALIAS
 from retrieval.embedder import Embedder
 from tests.helpers import ROOT, make_settings, services_for

@@ -16,17 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from core.model_files import MODELS_DIR_ENV, InstallError
 from retrieval.embedder import resolve_model_location
-from retrieval.install_embedder import (
-    MARKER,
-    MODELS_DIR_ENV,
-    InstallError,
-    Recipe,
-    install,
-    installed_location,
-    models_dir,
-    recipe_for,
-)
+from retrieval.install_embedder import MARKER, Recipe, install, installed_location, recipe_for
 
 WEIGHTS = b"fake weights " * 100
 PARTS = 3
@@ -187,15 +179,6 @@ def test_names_and_aliases() -> None:
     assert recipe_for("embeddinggemma-300m").min_sentence_transformers == 5
     with pytest.raises(InstallError, match="known: all-mpnet-base-v2"):
         recipe_for("bge-large")
-
-
-def test_the_models_folder_comes_from_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path))
-    assert models_dir() == tmp_path
-    monkeypatch.delenv(MODELS_DIR_ENV)
-    assert models_dir() == Path.home() / ".cache/regulus/models"
 
 
 def test_the_embedder_finds_installed_models_by_name(
