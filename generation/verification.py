@@ -274,8 +274,6 @@ class CitationVerifier:
                 if n not in cited and self.backs(claim, int(n), passages, mismatch):
                     backing = [int(n)]
                     break
-        if not backing and self.reattribute and cited:
-            backing = self.combined(claim, cited, scores, passages)
         kept = backing or cited
         support = float(max((scores[n - 1] for n in kept), default=0.0))
         if backing:
@@ -289,20 +287,6 @@ class CitationVerifier:
         what = "the cited passage does not" if cited else "no passage"
         reason = f"{what} back it (support {support:.2f} < {threshold:.2f})"
         return verdict(kept, support, False, reason=reason)
-
-    def combined(
-        self, claim: str, cited: list[int], scores: np.ndarray, passages: list[RetrievedChunk]
-    ) -> list[int]:
-        """The cited passages plus one other that together back a sentence neither backs alone
-        (it joins the obligation of one rule to the deadline of the rule it refers to): both pass
-        the checks together and the model backs the sentence with one of them. Empty if none."""
-        best_cited = max(scores[n - 1] for n in cited)
-        for n in (int(n) + 1 for n in np.argsort(-scores, kind="stable")[:3]):
-            if n in cited or max(best_cited, scores[n - 1]) < self.judge.threshold:
-                continue
-            if self.mismatch(claim, [*cited, n], passages) is None:
-                return sorted([*cited, n])
-        return []
 
     def backs(
         self,

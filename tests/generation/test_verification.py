@@ -163,25 +163,6 @@ class TestCheckedVerification:
         ).sentences
         assert (kept.supported, kept.check, kept.citations) == (False, SupportCheck.MODALITY, [1])
 
-    def test_a_sentence_joining_two_passages_cites_both(self) -> None:
-        class Confident:
-            name, threshold = "confident", 0.5
-
-            def score(self, pairs: list[tuple[str, str]]) -> list[float]:
-                return [0.9] * len(pairs)
-
-        passages = [
-            retrieved("duty", text="The Applicant must file the return referred to in Rule 4.2."),
-            retrieved("deadline", text="Rule 4.2. The return is due within 14 days."),
-        ]
-        verifier = CitationVerifier(Confident(), checker=FactChecker())
-        joined = "The Applicant must file the return within 14 days."
-        (sentence,) = verifier.run(answer_citing(f"{joined} [1]", passages), passages).sentences
-        assert (sentence.supported, sentence.citations) == (True, [1, 2])
-        wrong = "The Applicant must file the return within 30 days."
-        (flagged,) = verifier.run(answer_citing(f"{wrong} [1]", passages), passages).sentences
-        assert (flagged.supported, flagged.check) == (False, SupportCheck.QUANTITY)
-
     def test_a_low_score_says_so(self, judge: CrossEncoderSupportJudge) -> None:
         answer = answer_citing("Encryption keeps stored backups unreadable. [1]", PASSAGES)
         (sentence,) = CitationVerifier(judge, checker=FactChecker()).run(answer, PASSAGES).sentences
