@@ -130,7 +130,9 @@ class TestMetadataChanges:
             )
             embedded: list[int] = []
             original = embedder.embed
-            embedder.embed = lambda texts: embedded.append(len(texts)) or original(texts)  # type: ignore[method-assign]
+            embedder.embed = lambda texts, *role: (  # type: ignore[method-assign]
+                embedded.append(len(texts)) or original(texts, *role)
+            )
             try:
                 job = ingestor.run([docs / "memo.md"], requested_by="key:admin")
             finally:
