@@ -9,7 +9,7 @@ installing a model already in place (with the expected weights) does nothing.
     regulus embedder install all-mpnet-base-v2      (or: make embedder EMBEDDER=mpnet)
     REGULUS_EMBED_MODEL=all-mpnet-base-v2 regulus reindex
 
-This module imports nothing of the project, so the embedder can ask it where models live.
+It imports only `core`, so the embedder can ask it where models live.
 """
 
 from __future__ import annotations
