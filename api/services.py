@@ -15,6 +15,7 @@ from core.db import make_engine, make_session_factory
 from core.injection import InjectionScreen, QuestionGuard
 from core.models import Principal, SearchMode
 from core.saved import SavedAnswers
+from core.sentence_vectors import SentenceVectors
 from core.settings import Settings
 from generation.analysis import DocumentNames, QuestionAnalyzer
 from generation.base import Generator
@@ -45,6 +46,7 @@ class Services:
         self.audit = AuditLog.from_settings(sessions, settings)
         self.keys = KeyStore(sessions, self.audit)
         self.saved = SavedAnswers(sessions)
+        self.sentence_vectors = SentenceVectors(sessions)
         self.store = open_vector_store(settings)
         self.embedder = embedder or Embedder.from_settings(settings)
         self._names: tuple[tuple[tuple[str, str, str], ...], DocumentNames] | None = None
@@ -54,7 +56,7 @@ class Services:
         is set). `audited`: each query leaves its audit row (evaluation runs are audited as runs).
         """
         settings = self.settings
-        generator: Generator = ExtractiveGenerator(self.embedder)
+        generator: Generator = ExtractiveGenerator(self.embedder, self.sentence_vectors)
         premium = None
         if settings.llm_base_url:
             generator = self.llm_generator(
@@ -159,7 +161,13 @@ class Services:
 
     def ingestor(self) -> Ingestor:
         return Ingestor.from_settings(
-            self.settings, self.store, self.catalog, self.embedder, self.audit, self.saved
+            self.settings,
+            self.store,
+            self.catalog,
+            self.embedder,
+            self.audit,
+            self.saved,
+            self.sentence_vectors,
         )
 
     @cached_property

@@ -21,9 +21,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
+from core.sentences import split_sentences
 from eval.training.common import DEFAULT_CORPUS_DIR
 from eval.training.train_support import indexed_passages, read_jsonl
-from generation.citations import split_sentences
 from generation.verification import CrossEncoderSupportJudge
 from retrieval.embedder import Embedder, TextRole
 

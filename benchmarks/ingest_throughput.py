@@ -1,13 +1,16 @@
 """Ingestion throughput, measured side by side in one run on the same files:
 
-1. Regulus end to end (parse, chunk, dense + sparse vectors, embedded Qdrant, SQL catalog), once
-   per embedding backend (`--backends torch onnx-int8`);
-2. the raw embedder alone on exactly the texts Regulus embedded (the ceiling), per backend;
+1. Regulus end to end (parse, chunk, dense + sparse vectors, embedded Qdrant, SQL catalog, and
+   the passage sentences' vectors unless `--sentence-vectors off`), once per embedding backend
+   (`--backends torch onnx-int8`) and sentence-vector setting (`--sentence-vectors on off`);
+2. the raw embedder alone on exactly the texts Regulus embedded (the ceiling: the chunks, and the
+   sentences when they were embedded too), per run;
 3. a plain llama-index IngestionPipeline (SentenceSplitter, HuggingFaceEmbedding, QdrantVectorStore)
    over the same parsed sections.
 
 Run: .venv/bin/python benchmarks/ingest_throughput.py [--obliqa-docs N] [--sample-files NAME...]
-[--backends torch onnx-int8] [--skip-baseline] (needs `pip install -e '.[bench]'` for the baseline).
+[--backends torch onnx-int8] [--sentence-vectors on off] [--skip-baseline] (needs
+`pip install -e '.[bench]'` for the baseline).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 
 from api.services import Services
 from core.models import EmbedBackend
+from core.sentences import passage_sentences
 from core.settings import Settings
 from ingest.parsers import parse_document
 from ingest.pipeline import discover_files
@@ -39,9 +43,12 @@ def peak_rss_mb() -> float:
 
 
 def regulus_run(
-    files: list[Path], data_dir: Path, backend: EmbedBackend, models: Path
-) -> tuple[float, int, list[str], Services]:
-    settings = Settings(_env_file=None, data_dir=data_dir, embed_backend=backend)  # type: ignore[call-arg]
+    files: list[Path], data_dir: Path, backend: EmbedBackend, models: Path, sentences: bool
+) -> tuple[float, int, list[str], list[str], Services]:
+    """Elapsed seconds, chunks, the chunk texts and the sentences embedded, and the services."""
+    settings = Settings(
+        _env_file=None, data_dir=data_dir, embed_backend=backend, sentence_vectors=sentences
+    )  # type: ignore[call-arg]
     # One export folder for every run: the one-time ONNX export is not part of the figures.
     embedder = Embedder.from_settings(settings.model_copy(update={"data_dir": models}))
     services = Services(settings, embedder=embedder)
@@ -51,8 +58,15 @@ def regulus_run(
     failed = [d.error for d in job.documents if d.error]
     if failed:
         raise SystemExit(f"ingestion failed: {failed[:3]}")
-    texts = [chunk.embedding_text() for chunk in services.store.chunks()]
-    return elapsed, sum(d.chunks for d in job.documents), texts, services
+    chunks = services.store.chunks()
+    texts = [chunk.embedding_text() for chunk in chunks]
+    per_document = {
+        (chunk.document_id, sentence): None
+        for chunk in chunks
+        for sentence in passage_sentences(chunk.text)
+    }
+    embedded = [sentence for _, sentence in per_document] if sentences else []
+    return elapsed, sum(d.chunks for d in job.documents), texts, embedded, services
 
 
 def llama_index_run(
@@ -101,6 +115,7 @@ def main() -> None:
     parser.add_argument(
         "--backends", nargs="+", default=["torch", "onnx-int8"], choices=list(EmbedBackend)
     )
+    parser.add_argument("--sentence-vectors", nargs="+", default=["on"], choices=["on", "off"])
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
 
@@ -119,27 +134,33 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         elapsed_by_backend = {}
-        for name in args.backends:
-            backend = EmbedBackend(name)
-            elapsed, chunks, texts, services = regulus_run(
-                files, Path(tmp) / f"regulus-{name}", backend, Path(tmp)
-            )
-            elapsed_by_backend[name] = elapsed
-            print(
-                f"regulus[{name}] {elapsed:7.1f} s  {len(files) / elapsed:6.3f} docs/s  "
-                f"{chunks / elapsed:7.1f} chunks/s  ({chunks} chunks)  "
-                f"peak RSS {peak_rss_mb():.0f} MB",
-                flush=True,
-            )
-            started = time.perf_counter()
-            services.embedder.embed(texts, TextRole.DOCUMENT)
-            raw = time.perf_counter() - started
-            services.close()
-            print(
-                f"embedder[{name}] {raw:6.1f} s  {len(texts) / raw:7.1f} chunks/s on the same "
-                f"texts; end-to-end / raw: {(chunks / elapsed) / (len(texts) / raw):.2f}",
-                flush=True,
-            )
+        for backend_name in args.backends:
+            for sentence_setting in args.sentence_vectors:
+                name = f"{backend_name}, sentence vectors {sentence_setting}"
+                elapsed, chunks, texts, sentences, services = regulus_run(
+                    files,
+                    Path(tmp) / f"regulus-{backend_name}-{sentence_setting}",
+                    EmbedBackend(backend_name),
+                    Path(tmp),
+                    sentence_setting == "on",
+                )
+                elapsed_by_backend[name] = elapsed
+                print(
+                    f"regulus[{name}] {elapsed:7.1f} s  {len(files) / elapsed:6.3f} docs/s  "
+                    f"{chunks / elapsed:7.1f} chunks/s  ({chunks} chunks, {len(sentences)} "
+                    f"sentences)  peak RSS {peak_rss_mb():.0f} MB",
+                    flush=True,
+                )
+                started = time.perf_counter()
+                services.embedder.embed(texts, TextRole.DOCUMENT)
+                services.embedder.embed(sentences, TextRole.DOCUMENT)
+                raw = time.perf_counter() - started
+                services.close()
+                print(
+                    f"embedder[{name}] {raw:6.1f} s on the same texts; "
+                    f"end-to-end / raw: {raw / elapsed:.2f}",
+                    flush=True,
+                )
         if not args.skip_baseline:
             settings = Settings(_env_file=None)  # type: ignore[call-arg]
             base_elapsed, nodes = llama_index_run(

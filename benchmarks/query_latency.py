@@ -13,7 +13,7 @@ two processes taking turns question by question, so both see the same machine: t
 table is measured side by side in one run.
 
     .venv/bin/python benchmarks/query_latency.py --data-dir DIR [--compare-with TREE]
-        [--passes 3] [--llm-url URL --llm-model NAME] [--filler 100000]
+        [--compare-data-dir DIR] [--passes 3] [--llm-url URL --llm-model NAME] [--filler 100000]
 
 A data folder without the sample corpus gets it ingested first (minutes on 2 cores). `--filler N`
 adds N chunks of ObliQA passages (real BM25 vectors, random dense ones, public, as
@@ -223,6 +223,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, help="an ingested data folder; default: temporary")
     parser.add_argument("--compare-with", type=Path, help="a checkout of the code to compare with")
+    parser.add_argument(
+        "--compare-data-dir",
+        type=Path,
+        help="that code's own ingested data folder (default: a copy of --data-dir); for code "
+        "whose SQL schema is older, which cannot open a newer one's",
+    )
     parser.add_argument("--passes", type=int, default=3, help="1 cold pass, then warm ones")
     parser.add_argument("--limit", type=int, help="only the first N questions")
     parser.add_argument("--filler", type=int, default=0, help="grow the index to N chunks")
@@ -238,11 +244,12 @@ def main() -> None:
         data_dir = args.data_dir or Path(scratch) / "data"
         ensure_sample(data_dir, args.filler)
         trees: dict[str, Path | None] = {"after": None}
+        before_data = Path(scratch) / "before-data"
         if args.compare_with:
-            copy = Path(scratch) / "before-data"
-            shutil.copytree(data_dir, copy, ignore=shutil.ignore_patterns("*.lock"))
+            source = args.compare_data_dir or data_dir
+            shutil.copytree(source, before_data, ignore=shutil.ignore_patterns("*.lock"))
             trees = {"before": args.compare_with.resolve(), "after": None}
-        folders = {"before": Path(scratch) / "before-data", "after": data_dir}
+        folders = {"before": before_data, "after": data_dir}
         workers = {name: Worker(tree, folders[name], args) for name, tree in trees.items()}
         asked = questions()[: args.limit]
         runs: dict[str, dict[str, list[dict[str, float]]]] = {

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from core.models import Answer, AnswerSentence, Chunk, RetrievedChunk
+from core.sentences import split_sentences
 from eval.training.common import DEFAULT_CORPUS_DIR, BM25Index
 from eval.training.train_support import (
     _STRICT_MODAL,
@@ -52,7 +53,6 @@ from eval.training.train_support import (
     tagged_sentences,
 )
 from generation.checks import FactChecker
-from generation.citations import split_sentences
 from generation.verification import (
     CHECKED_THRESHOLD_KEY,
     DEFAULT_SUPPORT_MODEL,

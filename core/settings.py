@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         "chunks, onnx-int8, one run: one call per document 171 s, per 4,096 chunks 119 s, all "
         "at once 120 s). Memory: about twice this many chunks, a few KB each.",
     )
+    sentence_vectors: bool = Field(
+        default=True,
+        description="Ingestion also embeds each passage's sentences and stores their vectors, so "
+        "that an extractive answer never embeds them at query time (the cold answer's main cost). "
+        "Costs ingestion time and about 1.5 KB per sentence in the SQL store with a 384-d model; "
+        "off, answers embed sentences on first use (and cache them, `embed_cache_entries`).",
+    )
     embed_backend: EmbedBackend = Field(
         default=EmbedBackend.TORCH,
         description="torch, onnx (fp32 export) or onnx-int8 (quantised export); the ONNX files are "

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from core.catalog import DocumentRecord
-from generation.citations import split_sentences
+from core.sentences import split_sentences
 
 # A clause boundary inside a question sentence: a conjunction (or ';') that starts a new ask.
 _ASK = (

@@ -1,30 +1,15 @@
-"""Sentence splitting, [n] citation markers and the passage span that backs a sentence."""
+"""[n] citation markers and the passage span that backs a sentence."""
 
 from __future__ import annotations
 
 import re
 
 from core.models import Chunk, Citation, RetrievedChunk
+from core.sentences import split_sentences
 
 _MARKER = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
-# A sentence ends at . ! ? (then optional citation markers) before whitespace and a capital,
-# a digit or an opening bracket; "Art. 5" style abbreviations are rare enough in answers to accept.
-_SENTENCE_END = re.compile(
-    r"(?:(?<=[.!?])|(?<=[.!?][”\"’)]))(?:\s*\[[\d,;\s]+\])*\s+(?=[A-Z0-9(‘'\"“])"
-)
 _WORD = re.compile(r"\w+")
 _SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([.,;:!?])")
-
-
-def split_sentences(text: str) -> list[str]:
-    sentences: list[str] = []
-    start = 0
-    for match in _SENTENCE_END.finditer(text):
-        end = match.start() + len(match.group(0).rstrip())
-        sentences.append(text[start:end].strip())
-        start = match.end()
-    sentences.append(text[start:].strip())
-    return [sentence for sentence in sentences if sentence]
 
 
 def cited_numbers(sentence: str) -> list[int]:

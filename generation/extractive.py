@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from core.models import Answer, AnswerPart, AnswerSentence, Citation, PartStatus, RetrievedChunk
-from generation.citations import make_citation, split_sentences
+from core.sentence_vectors import SentenceVectors
+from core.sentences import QUOTABLE_MIN_WORDS, passage_sentences
+from generation.citations import make_citation
 from retrieval.embedder import Embedder, TextRole
 
 EXTRACTIVE_MODEL = "extractive"
@@ -17,6 +19,8 @@ RECITAL_PENALTY = 0.05
 class ExtractiveGenerator:
     """Quotes, for each part, the sentences of that part's top passages most similar to the part.
 
+    The sentences' vectors come from `stored` (ingestion embedded them) where it has them.
+
     A one-part question gets up to `max_sentences` quotes; each part of a multi-part question gets
     up to `per_part`, so that every part is answered. Every sentence is verbatim from a passage,
     so every claim is supported by construction; this is the default when no model server is
@@ -26,14 +30,16 @@ class ExtractiveGenerator:
     def __init__(
         self,
         embedder: Embedder,
+        stored: SentenceVectors | None = None,
         max_sentences: int = 3,
         per_part: int = 2,
         passages_considered: int = 3,
-        min_words: int = 5,
+        min_words: int = QUOTABLE_MIN_WORDS,
     ) -> None:
         if max_sentences < 1 or per_part < 1 or passages_considered < 1:
             raise ValueError("max_sentences, per_part and passages_considered must be at least 1")
         self._embedder = embedder
+        self._stored = stored
         self.max_sentences = max_sentences
         self.per_part = per_part
         self.passages_considered = passages_considered
@@ -61,7 +67,7 @@ class ExtractiveGenerator:
             return Answer(text="", citations=[], model=EXTRACTIVE_MODEL, parts=parts)
         texts = sorted({sentence for sentence, _ in candidates})
         row = {sentence: i for i, sentence in enumerate(texts)}
-        vectors = self._embedder.embed_cached(texts, TextRole.DOCUMENT)
+        vectors = self._sentence_vectors(texts)
         queries = self._embedder.embed_cached([part.text for _, part in asked], TextRole.QUERY)
         limit = self.max_sentences if len(parts) == 1 else self.per_part
         quoted: set[str] = set()
@@ -93,6 +99,16 @@ class ExtractiveGenerator:
             parts=parts,
         )
 
+    def _sentence_vectors(self, texts: list[str]) -> np.ndarray:
+        """The sentences' vectors: those ingestion stored, the others embedded (and cached)."""
+        stored = self._stored.get(self._embedder.signature, texts) if self._stored else {}
+        missing = [text for text in texts if text not in stored]
+        embedded = self._embedder.embed_cached(missing, TextRole.DOCUMENT) if missing else []
+        computed = dict(zip(missing, embedded, strict=True))
+        return np.asarray(
+            [stored[t] if t in stored else computed[t] for t in texts], dtype=np.float32
+        ).reshape(len(texts), self._embedder.dimension)
+
     def _candidates(
         self, passages: list[RetrievedChunk], parts: list[AnswerPart]
     ) -> list[tuple[str, int]]:
@@ -104,10 +120,8 @@ class ExtractiveGenerator:
         )
         first_source: dict[str, int] = {}
         for number in considered:
-            for line in passages[number - 1].chunk.text.splitlines():
-                for sentence in split_sentences(line):
-                    if len(sentence.split()) >= self.min_words:
-                        first_source.setdefault(sentence, number)
+            for sentence in passage_sentences(passages[number - 1].chunk.text, self.min_words):
+                first_source.setdefault(sentence, number)
         return list(first_source.items())
 
 

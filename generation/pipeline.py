@@ -22,10 +22,10 @@ from core.models import (
     RetrievedChunk,
     SearchFilters,
 )
+from core.sentences import split_sentences
 from core.timing import timed
 from generation.analysis import QuestionAnalysis, QuestionAnalyzer, QuestionPart
 from generation.base import Generator, ModelUnavailableError, StreamingGenerator
-from generation.citations import split_sentences
 from generation.context import PartRetriever
 from generation.prompt import NOT_COVERED, not_covered_sentence
 from generation.refusal import RelevanceGate

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from core.models import RetrievedChunk
-from generation.citations import split_sentences
+from core.sentences import passage_sentences
 from retrieval.embedder import Embedder, TextRole
 
 
@@ -129,10 +129,4 @@ class RelevanceGate:
         return self.score(question, passages) >= self.threshold
 
     def _sentences(self, passages: list[RetrievedChunk]) -> list[str]:
-        return [
-            sentence
-            for p in passages
-            for line in p.chunk.text.splitlines()
-            for sentence in split_sentences(line)
-            if len(sentence.split()) >= self.min_words
-        ]
+        return [s for p in passages for s in passage_sentences(p.chunk.text, self.min_words)]

@@ -10,7 +10,8 @@ from typing import Any
 import jiter
 
 from core.models import AnswerSentence, StructuredOutput
-from generation.citations import cited_numbers, split_sentences, strip_markers
+from core.sentences import split_sentences
+from generation.citations import cited_numbers, strip_markers
 
 # The order `auto` tries them in.
 FALLBACK_ORDER = (StructuredOutput.JSON_SCHEMA, StructuredOutput.JSON_OBJECT, StructuredOutput.TEXT)

@@ -23,9 +23,10 @@ from sentence_transformers import CrossEncoder
 from transformers.utils import logging as transformers_logging
 
 from core.models import Answer, AnswerSentence, RetrievedChunk, SupportCheck, UnsupportedPolicy
+from core.sentences import split_sentences
 from core.settings import BUILTIN_RERANKER, LLM_JUDGE, Settings
 from generation.checks import Evidence, FactChecker, Mismatch, states_modality
-from generation.citations import cite, cited_numbers, split_sentences, strip_markers
+from generation.citations import cite, cited_numbers, strip_markers
 from retrieval.embedder import resolve_model_location
 
 transformers_logging.set_verbosity_error()

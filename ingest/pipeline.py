@@ -27,6 +27,8 @@ from core.catalog import (
 )
 from core.injection import QUARANTINE_REASON, InjectionPolicy, InjectionScreen
 from core.models import Chunk, Document, DocumentFields
+from core.sentence_vectors import SentenceVectors
+from core.sentences import passage_sentences
 from core.settings import Settings
 from ingest.chunking import Chunker
 from ingest.errors import IngestError
@@ -95,6 +97,7 @@ class _Parsed:
     texts: list[str]
     sparse: list[models.SparseVector]
     suspects: list[SuspectChunk]
+    sentences: list[str]  # its passages' quotable sentences, distinct, in order
 
 
 @dataclass
@@ -110,6 +113,17 @@ class _Relabeled:
 
 
 @dataclass
+class _Backfill:
+    """An unchanged document stored before its sentences' vectors were (an upgraded index)."""
+
+    position: int
+    path: Path
+    started: float
+    outcome: JobDocument
+    sentences: list[str]
+
+
+@dataclass
 class _Claim:
     """A document id taken by a file of this job."""
 
@@ -118,11 +132,28 @@ class _Claim:
     chunks: int
 
 
-_Item = _Decided | _Parsed | _Relabeled
+_Item = _Decided | _Parsed | _Relabeled | _Backfill
 
 
 def _chunk_count(item: _Item) -> int:
-    return len(item.texts) if isinstance(item, _Parsed) else 0
+    """What the item adds to its group's embedding work, in chunks (a sentence counts as one)."""
+    if isinstance(item, _Parsed):
+        return len(item.texts)
+    return len(item.sentences) if isinstance(item, _Backfill) else 0
+
+
+def _sentences_of(item: _Item) -> tuple[str, list[str]] | None:
+    """The document id and quotable sentences of an item whose sentence vectors are due."""
+    if isinstance(item, _Parsed):
+        return item.document.document_id, item.sentences
+    if isinstance(item, _Backfill):
+        return item.outcome.document_id or "", item.sentences
+    return None
+
+
+def _quotable(chunks: Iterable[Chunk]) -> list[str]:
+    """The chunks' quotable sentences, distinct, in order (what extractive answers compare)."""
+    return list(dict.fromkeys(s for chunk in chunks for s in passage_sentences(chunk.text)))
 
 
 def _changes(before: DocumentFields, after: DocumentFields) -> dict[str, dict[str, Any]]:
@@ -166,6 +197,8 @@ class Ingestor:
         injection_screen: InjectionScreen | None = None,
         injection_policy: InjectionPolicy = InjectionPolicy.QUARANTINE,
         watcher: ChangeWatcher | None = None,
+        sentence_vectors: SentenceVectors | None = None,
+        embed_sentences: bool = True,
     ) -> None:
         if max_file_bytes < 1:
             raise ValueError("max_file_bytes must be positive")
@@ -183,6 +216,8 @@ class Ingestor:
         self._max_file_bytes = max_file_bytes
         self._audit = audit
         self._watcher = watcher
+        self._sentence_vectors = sentence_vectors
+        self._embed_sentences = embed_sentences
 
     @classmethod
     def from_settings(
@@ -193,6 +228,7 @@ class Ingestor:
         embedder: Embedder,
         audit: AuditLog,
         watcher: ChangeWatcher | None = None,
+        sentence_vectors: SentenceVectors | None = None,
     ) -> Ingestor:
         special_tokens = 2  # the model's [CLS] and [SEP] count against what it reads
         chunk_tokens = min(settings.chunk_tokens, embedder.max_tokens - special_tokens)
@@ -213,6 +249,8 @@ class Ingestor:
             InjectionScreen(settings.injection_threshold),
             settings.injection_policy,
             watcher,
+            sentence_vectors,
+            settings.sentence_vectors,
         )
 
     def create_job(
@@ -418,23 +456,56 @@ class Ingestor:
             [text for item in group if isinstance(item, _Parsed) for text in item.texts],
             TextRole.DOCUMENT,
         )
+        new_sentences = self._new_sentence_vectors(group)
         offset = 0
         for item in group:
             if isinstance(item, _Parsed):
                 own = vectors[offset : offset + len(item.texts)]
                 offset += len(item.texts)
                 try:
-                    outcome = self._store_one(item, own, requested_by, job_id)
+                    outcome = self._store_one(
+                        item, own, new_sentences.get(item.position, {}), requested_by, job_id
+                    )
                 except (IngestError, OSError) as error:
                     outcome = _failure(item.path, error)
             elif isinstance(item, _Relabeled):
                 outcome = self._relabel(item, requested_by, job_id)
+            elif isinstance(item, _Backfill):
+                self._save_sentence_vectors(item, new_sentences.get(item.position, {}))
+                outcome = item.outcome
             else:
                 outcome = item.outcome
             outcome.duration_ms = (time.perf_counter() - item.started) * 1000
             self._catalog.record_document(job_id, item.position, outcome)
             if on_document:
                 on_document(outcome)
+
+    def _new_sentence_vectors(self, group: list[_Item]) -> dict[int, dict[str, np.ndarray]]:
+        """Per parsed document (by position), the vectors of its sentences not stored yet, all
+        embedded in one call (a changed document re-embeds only its changed sentences)."""
+        if self._sentence_vectors is None or not self._embed_sentences:
+            return {}
+        signature = self._embedder.signature
+        wanted = {
+            item.position: self._sentence_vectors.missing(signature, *owned)
+            for item in group
+            if (owned := _sentences_of(item)) is not None
+        }
+        texts = list(dict.fromkeys(text for texts in wanted.values() for text in texts))
+        vectors = dict(zip(texts, self._embedder.embed(texts, TextRole.DOCUMENT), strict=True))
+        return {position: {t: vectors[t] for t in texts} for position, texts in wanted.items()}
+
+    def _lacks_sentence_vectors(self, document_id: str) -> bool:
+        return (
+            self._sentence_vectors is not None
+            and self._embed_sentences
+            and not self._sentence_vectors.holds(self._embedder.signature, document_id)
+        )
+
+    def _save_sentence_vectors(self, item: _Item, vectors: dict[str, np.ndarray]) -> None:
+        owned = _sentences_of(item)
+        if self._sentence_vectors is not None and owned is not None:
+            self._sentence_vectors.save(self._embedder.signature, owned[0], vectors)
 
     def _interrupt(self, job_id: str, requested_by: str) -> Job:
         job = self._catalog.interrupt_job(job_id, "stopped (shutdown)")
@@ -506,7 +577,11 @@ class Ingestor:
             fields = self._fields(document_id, entry, known)
             if changes := _changes(known.fields(), fields):
                 return _Relabeled(position, path, started, known, fields, changes)
-            return _Decided(position, path, started, _unchanged(path, document_id, known.chunks))
+            unchanged = _unchanged(path, document_id, known.chunks)
+            if self._lacks_sentence_vectors(document_id):
+                sentences = _quotable(self._store.chunks(document_id))
+                return _Backfill(position, path, started, unchanged, sentences)
+            return _Decided(position, path, started, unchanged)
         document = parse_document(path, entry.model_copy(update={"document_id": document_id}))
         if not document.access_groups:
             document.access_groups = list(self._default_access_groups)
@@ -514,8 +589,11 @@ class Ingestor:
         suspects = self._screen_chunks(chunks)
         texts = [chunk.embedding_text() for chunk in chunks]
         sparse = [self._sparse_encoder.encode_document(text) for text in texts]
+        sentences = _quotable(chunks)
         claimed[document_id] = _Claim(path, digest, len(chunks))
-        return _Parsed(position, path, started, known, document, chunks, texts, sparse, suspects)
+        return _Parsed(
+            position, path, started, known, document, chunks, texts, sparse, suspects, sentences
+        )
 
     def _fields(
         self, document_id: str, entry: ManifestEntry, known: DocumentRecord
@@ -555,13 +633,26 @@ class Ingestor:
         )
 
     def _store_one(
-        self, item: _Parsed, vectors: np.ndarray, requested_by: str, job_id: str
+        self,
+        item: _Parsed,
+        vectors: np.ndarray,
+        sentence_vectors: dict[str, np.ndarray],
+        requested_by: str,
+        job_id: str,
     ) -> JobDocument:
+        """Sentence vectors, then chunks, then the old version's leftovers go, then the catalog
+        row (the commit point): a crash anywhere is redone by the next job, adding nothing twice.
+        """
         document, chunks, known = item.document, item.chunks, item.known
+        self._save_sentence_vectors(item, sentence_vectors)
         for start in range(0, len(chunks), UPSERT_BATCH):
             end = start + UPSERT_BATCH
             self._store.upsert(chunks[start:end], vectors[start:end], item.sparse[start:end])
         self._store.delete_other_versions(document.document_id, document.content_hash)
+        if self._sentence_vectors is not None:
+            self._sentence_vectors.keep_only(
+                self._embedder.signature, document.document_id, item.sentences
+            )
         self._catalog.save_document(
             DocumentRecord(
                 document_id=document.document_id,
@@ -635,6 +726,8 @@ class Ingestor:
         """Remove a document's chunks and record; False when it was not there."""
         known = self._catalog.document(document_id)
         removed = self._store.delete_document(document_id)
+        if self._sentence_vectors is not None:
+            self._sentence_vectors.delete_document(document_id)
         self._catalog.forget_document(document_id)
         deleted = known is not None or removed > 0
         if deleted:

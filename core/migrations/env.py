@@ -10,7 +10,8 @@ from sqlalchemy import Connection
 import core.audit
 import core.auth
 import core.catalog
-import core.saved  # noqa: F401
+import core.saved
+import core.sentence_vectors  # noqa: F401
 from core.db import Base, database_url
 from core.settings import get_settings
 

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from sentence_transformers import CrossEncoder
 
+from core.sentences import split_sentences
 from eval.training.common import (
     DEFAULT_CORPUS_DIR,
     BM25Index,
@@ -57,7 +58,6 @@ from eval.training.common import (
     train_steps,
     warmup_then_linear_decay,
 )
-from generation.citations import split_sentences
 from retrieval.embedder import resolve_model_location
 from retrieval.reranker import DEFAULT_RERANKER_PATH
 from retrieval.sparse import terms

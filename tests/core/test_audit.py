@@ -284,7 +284,7 @@ class TestMigrations:
             )
             with engine.connect() as connection:
                 assert connection.scalar(text("SELECT job_id FROM ingest_jobs")) == "j1"
-                assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0006"
+                assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0007"
             log = AuditLog(make_session_factory(engine), key=KEY)
             log.append(AuditEvent.JOB_CREATED, "cli")
             assert log.verify().ok

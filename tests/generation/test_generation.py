@@ -1,6 +1,11 @@
+from pathlib import Path
+
 import pytest
 
+from core.db import make_engine, make_session_factory
 from core.models import AnswerPart, PartStatus
+from core.sentence_vectors import SentenceVectors
+from core.sentences import passage_sentences
 from generation.base import ModelUnavailableError
 from generation.extractive import ExtractiveGenerator
 from generation.llm import OpenAICompatibleGenerator
@@ -8,7 +13,7 @@ from generation.local_server import LOCAL_MODEL_ALIAS
 from generation.prompt import build_messages
 from retrieval.embedder import Embedder
 from tests.helpers import BREACH_PASSAGES as PASSAGES
-from tests.helpers import free_port, retrieved
+from tests.helpers import free_port, make_settings, retrieved
 
 QUESTION = "How many hours does a controller have to notify a breach to the supervisory authority?"
 
@@ -69,6 +74,26 @@ class TestExtractiveGenerator:
         ]
         answer = ExtractiveGenerator(embedder).generate(QUESTION, PASSAGES, parts)
         assert {s.part for s in answer.sentences} == {1}
+
+    def test_stored_sentence_vectors_give_the_same_answer_without_embedding_them(
+        self, embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        engine = make_engine(make_settings(tmp_path))
+        stored = SentenceVectors(make_session_factory(engine))
+        for passage in PASSAGES:
+            sentences = passage_sentences(passage.chunk.text)
+            vectors = dict(zip(sentences, embedder.embed(sentences), strict=True))
+            stored.save(embedder.signature, passage.chunk.document_id, vectors)
+        expected = ExtractiveGenerator(Embedder(embedder.model_name)).generate(QUESTION, PASSAGES)
+        embedded: list[str] = []
+        real_embed = embedder.embed
+        monkeypatch.setattr(
+            embedder, "embed", lambda texts, role: embedded.extend(texts) or real_embed(texts, role)
+        )
+        answer = ExtractiveGenerator(embedder, stored).generate(QUESTION, PASSAGES)
+        engine.dispose()
+        assert embedded == [QUESTION]  # the question only, not one sentence
+        assert answer.text == expected.text
 
     def test_rejects_invalid_configuration(self, embedder: Embedder) -> None:
         with pytest.raises(ValueError):

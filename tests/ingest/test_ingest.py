@@ -6,10 +6,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from qdrant_client import models
 
 from core.catalog import DocumentStatus, JobStatus
+from core.sentences import passage_sentences
 from core.settings import Settings
 from ingest.pipeline import discover_files
 from retrieval.embedder import Embedder
@@ -138,6 +140,51 @@ class TestIngestor:
         assert (hit.document_id, hit.document_title) == ("pol-7", "Policy 7")
         assert hit.access_groups == ["public"]  # the default for documents that name none
 
+    def test_sentence_vectors_are_stored_once_and_follow_their_document(
+        self, tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        settings = make_settings(tmp_path / "data")
+        policy = tmp_path / "docs" / "policy.md"
+        policy.parent.mkdir()
+        kept = "Keep records of processing for five years."
+        dropped = "Destroy the records when the retention period ends."
+        added = "Report every destruction to the data protection officer."
+        policy.write_text(f"# Policy\n\n## Retention\n\n{kept} {dropped}\n\nShort line.\n")
+        embedded: list[str] = []
+        real_embed = embedder.embed
+        monkeypatch.setattr(
+            embedder, "embed", lambda texts, role: embedded.extend(texts) or real_embed(texts, role)
+        )
+        with services_for(settings, embedder) as services:
+            services.ingestor().run([policy])
+            stored = services.sentence_vectors.get(embedder.signature, [kept, dropped])
+            assert set(stored) == {kept, dropped}  # "Short line." is too short to be quoted
+            np.testing.assert_allclose(stored[kept], real_embed([kept])[0], atol=1e-5)
+            policy.write_text(f"# Policy\n\n## Retention\n\n{kept} {added}\n")
+            embedded.clear()
+            services.ingestor().run([policy])
+            assert added in embedded and kept not in embedded  # only the new sentence embedded
+            after = services.sentence_vectors.get(embedder.signature, [kept, dropped, added])
+            assert set(after) == {kept, added}
+            services.ingestor().delete("policy")
+            assert services.sentence_vectors.count() == 0
+
+    def test_sentence_vectors_left_out_are_filled_in_by_the_next_job(
+        self, tmp_path: Path, embedder: Embedder
+    ) -> None:
+        settings = make_settings(tmp_path / "data", sentence_vectors=False)
+        with services_for(settings, embedder) as services:
+            services.ingestor().run([EPRIVACY])
+            assert services.store.count() > 20
+            assert services.sentence_vectors.count() == 0
+        with services_for(settings.model_copy(update={"sentence_vectors": True}), embedder) as on:
+            job = on.ingestor().run([EPRIVACY])
+            chunks = on.store.chunks("eprivacy")
+            sentences = list(dict.fromkeys(s for c in chunks for s in passage_sentences(c.text)))
+            assert [d.status for d in job.documents] == [DocumentStatus.UNCHANGED]
+            assert on.sentence_vectors.missing(embedder.signature, "eprivacy", sentences) == []
+            assert on.sentence_vectors.count() == len(sentences) > 100
+
     def test_delete_prune_and_reindex(self, tmp_path: Path, embedder: Embedder) -> None:
         docs = tmp_path / "docs"
         docs.mkdir()
@@ -215,10 +262,14 @@ class TestCrashRecovery:
         statuses, recovered_ids = ingest(crashed, embedder, files)
         with services_for(crashed, embedder) as services:
             points = services.store.count()
+            sentences = services.sentence_vectors.count()
             jobs = services.catalog.jobs()
+        with services_for(reference, embedder) as services:
+            reference_sentences = services.sentence_vectors.count()
         assert statuses == ["unchanged", "ingested"]
         assert recovered_ids == reference_ids
         assert points == len(reference_ids)  # no duplicates, no orphans
+        assert sentences == reference_sentences > 0
         # The killed job is marked interrupted by the next run, with what it left undone.
         assert jobs[-1].status.value == "interrupted"
         assert "1 of 2 documents left" in (jobs[-1].error or "")
