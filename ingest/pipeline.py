@@ -120,6 +120,7 @@ class _Backfill:
     path: Path
     started: float
     outcome: JobDocument
+    document_id: str
     sentences: list[str]
 
 
@@ -147,7 +148,7 @@ def _sentences_of(item: _Item) -> tuple[str, list[str]] | None:
     if isinstance(item, _Parsed):
         return item.document.document_id, item.sentences
     if isinstance(item, _Backfill):
-        return item.outcome.document_id or "", item.sentences
+        return item.document_id, item.sentences
     return None
 
 
@@ -481,8 +482,9 @@ class Ingestor:
                 on_document(outcome)
 
     def _new_sentence_vectors(self, group: list[_Item]) -> dict[int, dict[str, np.ndarray]]:
-        """Per parsed document (by position), the vectors of its sentences not stored yet, all
-        embedded in one call (a changed document re-embeds only its changed sentences)."""
+        """Per document due (parsed, or unchanged but without them), by position, the vectors of
+        its sentences not stored yet, all embedded in one call (a changed document re-embeds only
+        its changed sentences)."""
         if self._sentence_vectors is None or not self._embed_sentences:
             return {}
         signature = self._embedder.signature
@@ -580,7 +582,7 @@ class Ingestor:
             unchanged = _unchanged(path, document_id, known.chunks)
             if self._lacks_sentence_vectors(document_id):
                 sentences = _quotable(self._store.chunks(document_id))
-                return _Backfill(position, path, started, unchanged, sentences)
+                return _Backfill(position, path, started, unchanged, document_id, sentences)
             return _Decided(position, path, started, unchanged)
         document = parse_document(path, entry.model_copy(update={"document_id": document_id}))
         if not document.access_groups:
