@@ -81,7 +81,11 @@ class DocumentNames:
 
     def find(self, text: str) -> tuple[str, ...]:
         """The documents `text` names, in the order it names them."""
-        found: list[tuple[int, str]] = []
+        return tuple(self.mentions(text))
+
+    def mentions(self, text: str) -> dict[str, str]:
+        """Document id -> the words `text` first names it with, in the order it names them."""
+        found: list[tuple[int, str, str]] = []
         taken: list[tuple[int, int]] = []
         for pattern, document_id in self._patterns:  # longest aliases first
             for match in pattern.finditer(text):
@@ -89,12 +93,11 @@ class DocumentNames:
                 if any(start < span[1] and span[0] < end for start, end in taken):
                     continue
                 taken.append(span)
-                found.append((span[0], document_id))
-        ordered: list[str] = []
-        for _, document_id in sorted(found):
-            if document_id not in ordered:
-                ordered.append(document_id)
-        return tuple(ordered)
+                found.append((span[0], document_id, match.group(0)))
+        ordered: dict[str, str] = {}
+        for _, document_id, words in sorted(found):
+            ordered.setdefault(document_id, words)
+        return ordered
 
 
 def document_aliases(record: DocumentRecord) -> list[str]:
@@ -160,11 +163,13 @@ class QuestionAnalyzer:
         context = " ".join(s for s in sentences if s not in asks)
         parts: list[QuestionPart] = []
         for sentence in asks:
-            clauses = _clauses(sentence)
-            named = names.find(sentence)
-            for clause in clauses:
-                own = names.find(clause)
-                parts.append(QuestionPart(clause, _query(clause, context), own or named, own))
+            named = names.mentions(sentence)
+            for clause in _clauses(sentence):
+                if own := names.mentions(clause):
+                    parts.extend(_per_document(clause, context, own))
+                else:  # searched in the documents its sentence names, if any
+                    documents = tuple(named)
+                    parts.append(QuestionPart(clause, _query(clause, context), documents))
         if len(parts) > self.max_parts:
             parts = [*parts[: self.max_parts - 1], _merged(parts[self.max_parts - 1 :], context)]
         if len(parts) == 1:  # one part: search with the question exactly as asked
@@ -209,6 +214,20 @@ def _as_question(clause: str) -> str:
 
 def _query(clause: str, context: str) -> str:
     return f"{context} {clause}".strip() if context else clause
+
+
+def _per_document(clause: str, context: str, mentions: dict[str, str]) -> list[QuestionPart]:
+    """The clause as one part, or, when it names several documents ("what rights do they have
+    under the GDPR and the AI Act"), one part per document, each searched in that document
+    alone: otherwise one document's passages can fill the whole answer."""
+    query = _query(clause, context)
+    if len(mentions) < 2:
+        documents = tuple(mentions)
+        return [QuestionPart(clause, query, documents, documents)]
+    return [
+        QuestionPart(f"{clause} ({words})", query, (document,), (document,))
+        for document, words in mentions.items()
+    ]
 
 
 def _merged(parts: list[QuestionPart], context: str) -> QuestionPart:

@@ -111,6 +111,31 @@ class TestQuestionAnalyzer:
             "Incident reporting under 800-53?",
         ]
 
+    def test_one_ask_about_several_documents_is_a_part_per_document(self) -> None:
+        analysis = self.analyzer.run(
+            "A customer got auto-rejected by our AI underwriting engine. What rights do they have "
+            "under the GDPR and the AI Act to challenge the decision?"
+        )
+        assert [(p.documents, p.named) for p in analysis.parts] == [
+            (("gdpr",), ("gdpr",)),
+            (("ai-act",), ("ai-act",)),
+        ]
+        ask = "What rights do they have under the GDPR and the AI Act to challenge the decision?"
+        assert [p.text for p in analysis.parts] == [f"{ask} (GDPR)", f"{ask} (AI Act)"]
+        assert all(p.query.startswith("A customer got auto-rejected") for p in analysis.parts)
+
+    def test_two_names_of_one_document_and_inherited_names_stay_one_part(self) -> None:
+        assert len(self.analyzer.run("Is the cookie law stricter than ePrivacy?").parts) == 1
+        analysis = self.analyzer.run(
+            "What's the GDPR deadline for a breach under 800-53 too, and what's the deadline "
+            "under Singapore's PDPA?"
+        )
+        assert [(p.documents, p.named) for p in analysis.parts] == [
+            (("gdpr",), ("gdpr",)),
+            (("nist-sp800-53",), ("nist-sp800-53",)),
+            (("gdpr", "nist-sp800-53"), ()),  # searched in both, checked for foreign names
+        ]
+
     def test_several_questions_are_several_parts(self) -> None:
         analysis = self.analyzer.run("What is personal data? Who is a controller?")
         assert [p.text for p in analysis.parts] == [
