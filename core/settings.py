@@ -276,6 +276,12 @@ class Settings(BaseSettings):
         lt=1,
         description="Support probability a sentence needs; unset: the model's calibrated one.",
     )
+    support_backend: EmbedBackend = Field(
+        default=EmbedBackend.TORCH,
+        description="How a cross-encoder verifier runs: torch, onnx (fp32 export) or onnx-int8 "
+        "(quantised export); the ONNX files are exported from the model at first use into "
+        "data_dir/models.",
+    )
     unsupported: UnsupportedPolicy = Field(
         default=UnsupportedPolicy.FLAG,
         description="Sentences no passage supports: 'flag' (kept, supported=false) or 'drop'.",

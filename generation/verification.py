@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import openai
@@ -22,12 +22,22 @@ import torch
 from sentence_transformers import CrossEncoder
 from transformers.utils import logging as transformers_logging
 
-from core.models import Answer, AnswerSentence, RetrievedChunk, SupportCheck, UnsupportedPolicy
+from core.models import (
+    Answer,
+    AnswerSentence,
+    EmbedBackend,
+    RetrievedChunk,
+    SupportCheck,
+    UnsupportedPolicy,
+)
 from core.sentences import split_sentences
 from core.settings import BUILTIN_RERANKER, LLM_JUDGE, Settings
 from generation.checks import Evidence, FactChecker, Mismatch, states_modality
 from generation.citations import cite, cited_numbers, strip_markers
-from retrieval.embedder import resolve_model_location
+from retrieval.embedder import export_onnx, onnx_session, resolve_model_location
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 transformers_logging.set_verbosity_error()
 
@@ -52,7 +62,11 @@ class SupportJudge(Protocol):
 
 
 class CrossEncoderSupportJudge:
-    """A one-logit cross-encoder read through a sigmoid, e.g. the shipped support model."""
+    """A one-logit cross-encoder read through a sigmoid, e.g. the shipped support model.
+
+    It runs in PyTorch, or through ONNX Runtime on an export of it (fp32 or int8 weights) made once
+    into `cache_dir`, with the same tokenisation of the pairs (figures: docs/benchmarks.md).
+    """
 
     def __init__(
         self,
@@ -60,11 +74,16 @@ class CrossEncoderSupportJudge:
         threshold: float | None = None,
         max_length: int = 256,
         batch_size: int = 32,
+        backend: EmbedBackend = EmbedBackend.TORCH,
+        cache_dir: Path | None = None,
     ) -> None:
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise ValueError("threshold must be between 0 and 1")
         if batch_size < 1 or not 16 <= max_length <= 512:
             raise ValueError("batch_size must be positive and max_length within 16..512")
+        backend = EmbedBackend(backend)
+        if backend is not EmbedBackend.TORCH and cache_dir is None:
+            raise ValueError(f"the {backend.value} backend needs a cache_dir for its ONNX file")
         location = resolve_model_location(str(model))
         self._name = str(model)
         self._threshold = threshold if threshold is not None else shipped_threshold(location)
@@ -84,6 +103,13 @@ class CrossEncoderSupportJudge:
             device=device,
             model_kwargs={"dtype": torch.float16 if device == "cuda" else torch.float32},
         )
+        self.backend = backend
+        self._onnx_path = (
+            export_onnx(self._model, location, cache_dir, backend)
+            if backend is not EmbedBackend.TORCH and cache_dir is not None
+            else None
+        )
+        self._session: onnxruntime.InferenceSession | None = None
 
     @property
     def name(self) -> str:
@@ -96,6 +122,8 @@ class CrossEncoderSupportJudge:
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         if not pairs:
             return []
+        if self._onnx_path is not None:
+            return self._score_onnx(list(pairs))
         scores = self._model.predict(
             list(pairs),
             batch_size=self.batch_size,
@@ -104,6 +132,21 @@ class CrossEncoderSupportJudge:
             convert_to_numpy=True,
         )
         return [float(value) for value in scores]
+
+    def _score_onnx(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """`predict`'s batches (longest pairs first) and tokenisation, through the ONNX session."""
+        if self._session is None:
+            assert self._onnx_path is not None
+            self._session = onnx_session(self._onnx_path)
+        names = self._model.tokenizer.model_input_names
+        order = np.argsort([-(len(claim) + len(text)) for claim, text in pairs], kind="stable")
+        logits = np.zeros(len(pairs), dtype=np.float32)
+        for start in range(0, len(pairs), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            features = self._model.preprocess([pairs[i] for i in batch])
+            feeds = {name: features[name].numpy().astype(np.int64) for name in names}
+            logits[batch] = self._session.run(None, feeds)[0].reshape(-1)
+        return [float(value) for value in 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))]
 
 
 def shipped_threshold(location: str, key: str = "threshold", default: float = 0.5) -> float:
@@ -426,6 +469,8 @@ def load_verifier(settings: Settings) -> CitationVerifier | None:
         judge = CrossEncoderSupportJudge(
             DEFAULT_SUPPORT_MODEL if builtin else settings.verifier,
             threshold=settings.support_threshold,
+            backend=settings.support_backend,
+            cache_dir=settings.data_dir / "models",
         )
         threshold = judge.checked_threshold
     return CitationVerifier(

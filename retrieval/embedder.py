@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 import torch
-from sentence_transformers import SentenceTransformer
+from sentence_transformers import CrossEncoder, SentenceTransformer
 from tokenizers import Tokenizer
 from transformers import PretrainedConfig
 from transformers.utils import logging as transformers_logging
@@ -106,17 +106,19 @@ def resolve_model_location(name: str) -> str:
     return str(get_model_path()) if callable(get_model_path) else name
 
 
-class _SentenceEmbeddingGraph(torch.nn.Module):
-    """The whole sentence-transformers stack (encoder, pooling, normalisation) as one traced graph,
-    so the ONNX file gives the same vectors whatever pooling the model uses."""
+class _ModuleStackGraph(torch.nn.Module):
+    """A whole sentence-transformers stack as one traced graph, read at its `output`: an
+    embedder's (encoder, pooling, normalisation: "sentence_embedding"), so the ONNX file gives the
+    same vectors whatever pooling the model uses, or a cross-encoder's ("scores", its logits)."""
 
-    def __init__(self, model: SentenceTransformer, input_names: list[str]) -> None:
+    def __init__(self, model: torch.nn.Module, input_names: list[str], output: str) -> None:
         super().__init__()
         self.model = model
         self.input_names = input_names
+        self.output = output
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(dict(zip(self.input_names, inputs, strict=True)))["sentence_embedding"]
+        return self.model(dict(zip(self.input_names, inputs, strict=True)))[self.output]
 
 
 def model_fingerprint(location: str) -> str:
@@ -134,9 +136,13 @@ def model_fingerprint(location: str) -> str:
 
 
 def export_onnx(
-    model: SentenceTransformer, location: str, cache_dir: Path, backend: EmbedBackend
+    model: SentenceTransformer | CrossEncoder,
+    location: str,
+    cache_dir: Path,
+    backend: EmbedBackend,
 ) -> Path:
-    """The model's ONNX file for `backend`, exported (and quantised) once into `cache_dir`.
+    """The model's ONNX file for `backend`, exported (and quantised) once into `cache_dir`: an
+    embedder's graph gives its sentence embeddings, a cross-encoder's its logits ("scores").
 
     Export takes seconds (MiniLM: ~5 s, int8 quantisation ~3 s). Files are written under a
     temporary name and renamed, so a process killed mid-export leaves nothing half-written.
@@ -177,17 +183,20 @@ def export_onnx(
     return target
 
 
-def _trace_onnx(model: SentenceTransformer, location: str, out: Path) -> PretrainedConfig:
+def _trace_onnx(
+    model: SentenceTransformer | CrossEncoder, location: str, out: Path
+) -> PretrainedConfig:
     """Traces the whole sentence-transformers stack into `out`; returns the encoder's config.
 
     The model is reloaded with eager attention for the trace: its MatMul/Softmax graph is what ONNX
     Runtime's transformer optimizer recognises and fuses, which SDPA's trace is not.
     """
-    eager = SentenceTransformer(
+    eager = type(model)(
         location,
         device="cpu",
         model_kwargs={"dtype": torch.float32, "attn_implementation": "eager"},
     )
+    output = "scores" if isinstance(model, CrossEncoder) else "sentence_embedding"
     input_names = list(model.tokenizer.model_input_names)
     sample = model.tokenizer(
         ["a short text", "a slightly longer text"], padding=True, return_tensors="pt"
@@ -196,14 +205,14 @@ def _trace_onnx(model: SentenceTransformer, location: str, out: Path) -> Pretrai
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _SentenceEmbeddingGraph(eager.eval(), input_names),
+            _ModuleStackGraph(eager.eval(), input_names, output),
             tuple(sample[name] for name in input_names),
             str(out),
             input_names=input_names,
-            output_names=["sentence_embedding"],
+            output_names=[output],
             dynamic_axes={
                 **{name: {0: "batch", 1: "sequence"} for name in input_names},
-                "sentence_embedding": {0: "batch"},
+                output: {0: "batch"},
             },
             opset_version=_ONNX_OPSET,
             dynamo=False,
@@ -459,17 +468,10 @@ class Embedder:
         return self._cache
 
     def _onnx_session(self) -> onnxruntime.InferenceSession:
-        """Created at first use with torch's thread count, so both backends obey one setting
-        (`OMP_NUM_THREADS`, or `REGULUS_QUERY_THREADS` once the server tuned torch)."""
+        """Created at first use (see `onnx_session`)."""
         if self._session is None:
-            import onnxruntime
-
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = torch.get_num_threads()
-            options.inter_op_num_threads = 1
-            self._session = onnxruntime.InferenceSession(
-                str(self._onnx_path), options, providers=["CPUExecutionProvider"]
-            )
+            assert self._onnx_path is not None
+            self._session = onnx_session(self._onnx_path)
         return self._session
 
     def _embed_onnx(self, texts: list[str]) -> np.ndarray:
@@ -480,6 +482,18 @@ class Embedder:
         )
         feeds = {name: encoded[name].astype(np.int64) for name in tokenizer.model_input_names}
         return np.asarray(self._onnx_session().run(None, feeds)[0], dtype=np.float32)
+
+
+def onnx_session(path: Path) -> onnxruntime.InferenceSession:
+    """A CPU session of an exported model with torch's thread count, so that the torch and ONNX
+    backends obey one setting (`OMP_NUM_THREADS`, or `REGULUS_QUERY_THREADS` once the server tuned
+    torch): create it at first use, after the server has set them."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _cache_key(prompt: str, text: str) -> str:

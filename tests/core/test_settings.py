@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from core.models import EmbedBackend
 from core.settings import Settings
 
 
@@ -33,6 +34,17 @@ class TestSettings:
     def test_rejects_invalid_values(self) -> None:
         with pytest.raises(ValueError, match="top_k"):
             Settings(_env_file=None, top_k=0)  # type: ignore[call-arg]
+
+    def test_support_backend_defaults_to_torch_and_reads_the_environment(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        assert Settings(_env_file=None).support_backend is EmbedBackend.TORCH  # type: ignore[call-arg]
+        monkeypatch.setenv("REGULUS_SUPPORT_BACKEND", "onnx-int8")
+        settings = Settings(_env_file=None)  # type: ignore[call-arg]
+        assert settings.support_backend is EmbedBackend.ONNX_INT8
+        monkeypatch.setenv("REGULUS_SUPPORT_BACKEND", "int4")
+        with pytest.raises(ValueError, match="support_backend"):
+            Settings(_env_file=None)  # type: ignore[call-arg]
 
 
 def test_builtin_reranker_without_a_trained_model_is_a_clear_error(

@@ -8,9 +8,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+import retrieval.embedder
 from api.services import Services
-from core.models import Answer, AnswerSentence, RetrievedChunk, SupportCheck, UnsupportedPolicy
+from core.models import (
+    Answer,
+    AnswerSentence,
+    EmbedBackend,
+    RetrievedChunk,
+    SupportCheck,
+    UnsupportedPolicy,
+)
 from eval.training.train_support import perturb, tagged_sentences
 from generation.checks import FactChecker
 from generation.citations import citations_for
@@ -59,6 +68,75 @@ class TestSupportModel:
         assert supported >= judge.threshold > unrelated
         assert perturbed < supported
         assert 0 < judge.threshold < 1  # the calibrated one shipped with the weights
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("support-onnx")
+
+
+def backend_pairs() -> list[tuple[str, str]]:
+    """Backed, unrelated and negated claims against each breach passage."""
+    negated = SUPPORTED.replace("must notify", "must not notify")
+    return [(claim, p.chunk.text) for claim in (SUPPORTED, UNRELATED, negated) for p in PASSAGES]
+
+
+class TestSupportBackends:
+    def test_fp32_onnx_gives_the_torch_scores(
+        self, judge: CrossEncoderSupportJudge, onnx_cache: Path
+    ) -> None:
+        fp32 = CrossEncoderSupportJudge(backend=EmbedBackend.ONNX, cache_dir=onnx_cache)
+        pairs = backend_pairs()
+        assert fp32.score(pairs) == pytest.approx(judge.score(pairs), abs=1e-4)
+        assert fp32.score([]) == []
+        assert fp32.threshold == judge.threshold
+        assert fp32.checked_threshold == judge.checked_threshold
+
+    def test_int8_stays_close_and_decides_clear_cases_alike(
+        self, judge: CrossEncoderSupportJudge, onnx_cache: Path
+    ) -> None:
+        int8 = CrossEncoderSupportJudge(backend=EmbedBackend.ONNX_INT8, cache_dir=onnx_cache)
+        pairs = backend_pairs()
+        torch_scores, int8_scores = judge.score(pairs), int8.score(pairs)
+        # Measured on the benchmark's pairs: docs/benchmarks.md, "Support model backends".
+        assert int8_scores == pytest.approx(torch_scores, abs=0.05)
+        backed, unrelated = pairs[0], pairs[len(PASSAGES)]
+        for scores in (judge.score([backed, unrelated]), int8.score([backed, unrelated])):
+            assert scores[0] >= judge.threshold > judge.checked_threshold > scores[1]
+
+    def test_the_export_is_made_once(
+        self, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        CrossEncoderSupportJudge(backend=EmbedBackend.ONNX_INT8, cache_dir=onnx_cache)
+        exports = sorted(onnx_cache.rglob("*.onnx"))
+        assert [path.name for path in exports] == ["model-int8.onnx", "model.onnx"]
+        stamps = [path.stat().st_mtime_ns for path in exports]
+
+        def no_export(*args: object) -> None:
+            raise AssertionError("exported again")
+
+        monkeypatch.setattr(retrieval.embedder, "_trace_onnx", no_export)
+        again = CrossEncoderSupportJudge(backend=EmbedBackend.ONNX_INT8, cache_dir=onnx_cache)
+        assert again.score(backend_pairs()[:1])
+        assert [path.stat().st_mtime_ns for path in exports] == stamps
+        assert not list(onnx_cache.rglob("*.tmp"))
+
+    def test_the_service_setting_selects_the_backend(self, tmp_path: Path) -> None:
+        verifier = load_verifier(make_settings(tmp_path, support_backend="onnx-int8"))
+        assert verifier is not None and isinstance(verifier.judge, CrossEncoderSupportJudge)
+        assert verifier.judge.backend is EmbedBackend.ONNX_INT8
+        assert list((tmp_path / "models").rglob("model-int8.onnx"))
+        default = load_verifier(make_settings(tmp_path))
+        assert default is not None and isinstance(default.judge, CrossEncoderSupportJudge)
+        assert default.judge.backend is EmbedBackend.TORCH
+
+    def test_invalid_backends_are_rejected(self, tmp_path: Path) -> None:
+        with pytest.raises(ValueError, match="cache_dir"):
+            CrossEncoderSupportJudge(backend=EmbedBackend.ONNX)
+        with pytest.raises(ValueError, match="onnx-fp16"):
+            CrossEncoderSupportJudge(backend="onnx-fp16", cache_dir=tmp_path)  # type: ignore[arg-type]
+        with pytest.raises(ValidationError, match="support_backend"):
+            make_settings(tmp_path, support_backend="onnx-fp16")
 
 
 class TestCitationVerifier:
