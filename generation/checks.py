@@ -303,7 +303,7 @@ class Modal:
 
     @property
     def stem(self) -> str:
-        return _stem(self.verb)
+        return _verb_stem(self.verb)
 
     def governing(self, verb: str) -> str:
         """How it reads with `verb`: "must not notify", or "shall … notify" further on."""
@@ -400,7 +400,7 @@ def modals(text: str) -> tuple[Modal, ...]:
             Modal(
                 force=_force(match),
                 verb=match.group("verb").lower(),
-                reach=frozenset(_stem(w) for w in governed),
+                reach=frozenset(_verb_stem(w) for w in governed),
                 topic=_content_stems(clause),
                 subject=_content_stems(text[clause_start : match.start()]),
                 modal=" ".join(match.group(0)[: match.start("verb") - match.start()].split()),
@@ -416,6 +416,14 @@ _NEED_IN_CONDITION = re.compile(
     r"\b(?:if|when|whenever|where)\s+(?:[\w']+\s+){0,4}?(?:needs?|ha(?:s|ve))\s+to\s+\w+$",
     re.IGNORECASE,
 )
+
+
+# "must be more than the cost" says "must exceed the cost": the same verb as "must not exceed".
+_EXCEEDING = frozenset({"more", "greater", "higher", "larger", "above", "over"})
+
+
+def _verb_stem(word: str) -> str:
+    return "exceed" if word.lower() in _EXCEEDING else _stem(word)
 
 
 def _content_stems(text: str) -> frozenset[str]:
@@ -537,6 +545,34 @@ def _excludes(modal: Modal, evidence: str) -> bool:
     )
 
 
+_PART = re.compile(r"[;:,]|\(\w{1,4}\)|\s(?:and|or|but|that|which|where|when|if)\s")
+_DENIAL = re.compile(
+    r"\b(?:not|no|never|neither|nor|without|cannot|prohibit\w*|forbid\w*|offences?|contraven\w*"
+    r"|breach\w*|infring\w*|refrain\w*|avoid\w*|prevent\w*|improper\w*|only)\b|n't\b",
+    re.IGNORECASE,
+)
+
+
+def _stated_plainly(modal: Modal, evidence: str) -> str | None:
+    """Where the passage states the prohibited verb as a plain fact or condition, on the same
+    matter (three of the sentence's words besides the verb) and never with a negation nearby:
+    "must not reference the earlier disclosure" against "... references the earlier disclosure".
+    The words it is stated in, or None."""
+    words = (modal.topic | modal.subject) - {modal.stem}
+    found = None
+    for sentence in _SENTENCES.split(evidence):
+        uses = [m for m in _WORD.finditer(sentence) if _verb_stem(m.group(0)) == modal.stem]
+        if not uses or len(_content_stems(sentence) & words) < 3:
+            continue
+        for use in uses:  # its clause: from the last break or list label before it to the next
+            start = max((m.end() for m in _PART.finditer(sentence, 0, use.start())), default=0)
+            end = _PART.search(sentence, use.end())
+            if _DENIAL.search(sentence, start, end.start() if end else len(sentence)):
+                return None
+        found = found or sentence[uses[0].start() : uses[0].start() + 40].split("\n")[0]
+    return found
+
+
 def _conditional_rule(claim: Modal, passage: Modal) -> bool:
     """A conditional permission restating a prohibition with an exception, or back."""
     for allowed, prohibited in ((claim, passage), (passage, claim)):
@@ -590,6 +626,14 @@ def _check_modality(claim: str, evidence: str) -> Mismatch | None:
             stating = accepted | {f for f in Force if _compatible(modal.force, f)}
         if modal.force is Force.PROHIBITION and _excludes(modal, evidence):
             continue
+        if modal.force is Force.PROHIBITION and aligned is None:
+            positive = _stated_plainly(modal, evidence)
+            if positive:
+                return Mismatch(
+                    SupportCheck.MODALITY,
+                    f"the sentence says '{modal.governing(modal.verb)}', the cited passage states "
+                    f"it without a negation ('{positive}')",
+                )
         if stated and not any(m.force in stating for m in stated):
             return Mismatch(
                 SupportCheck.MODALITY,

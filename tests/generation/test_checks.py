@@ -332,3 +332,32 @@ class TestGeneralRules:
         age = passage("Member States may provide by law for a lower age for those purposes.")
         kind, _ = finding(checker, "Member States may not set a lower age for those purposes.", age)
         assert kind == SupportCheck.MODALITY
+
+    def test_more_than_is_exceeding(self, checker: FactChecker) -> None:
+        rule = passage("Any charges imposed must not exceed the Provider's actual costs.")
+        kind, reason = finding(checker, "The charges must be more than the actual costs.", rule)
+        assert kind == SupportCheck.MODALITY and reason is not None and "'must not" in reason
+        kept = "The charges must not be more than the Provider's actual costs."
+        assert finding(checker, kept, rule) == (None, None)
+        assert finding(checker, "The charges must be within the actual costs.", rule) == (
+            None,
+            None,
+        )
+
+    def test_a_prohibition_of_what_the_passage_states_plainly(self, checker: FactChecker) -> None:
+        rule = passage(
+            "Rule 11.12.1 applies provided that: (1) any subsequent disclosure references the "
+            "earlier disclosure that was in compliance with Rule 11.12.1; and (2) the entity "
+            "confirms that it is not aware of any new information."
+        )
+        claim = "A subsequent disclosure must not reference the earlier disclosure."
+        kind, reason = finding(checker, claim, rule)
+        assert (
+            kind == SupportCheck.MODALITY
+            and reason is not None
+            and "without a negation" in (reason)
+        )
+        denied = passage("A subsequent disclosure does not reference the earlier disclosure.")
+        assert finding(checker, claim, denied) == (None, None)
+        other = passage("The earlier disclosure references the Mineral Resources.")
+        assert finding(checker, claim, other) == (None, None)  # another matter: too few words
