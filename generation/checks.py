@@ -586,9 +586,30 @@ def _conditional_rule(claim: Modal, passage: Modal) -> bool:
     return False
 
 
+def _excluded(modal: Modal, evidence: str) -> str | None:
+    """What the passage excludes that the sentence's positive phrase takes in: "should include
+    exposures to central banks" against "exposures ..., other than (a) central bank". Only the
+    words after the exclusion that its sentence does not name before it count."""
+    if _NEGATIVE.search(modal.scope) or _EXCLUSION.search(modal.scope):
+        return None
+    for sentence in _SENTENCES.split(evidence):
+        for match in _EXCLUSION.finditer(sentence):
+            before = _content_stems(sentence[: match.start()])
+            after = _content_stems(sentence[match.end() :]) - before
+            if len(before & modal.topic) >= 1 and len(after & modal.topic) >= 3:
+                return sentence[match.start() : match.start() + 40]
+    return None
+
+
 def _check_modality(claim: str, evidence: str) -> Mismatch | None:
     stated = modals(evidence)
     for modal in modals(claim):
+        if modal.force is not Force.PROHIBITION and (excluded := _excluded(modal, evidence)):
+            return Mismatch(
+                SupportCheck.MODALITY,
+                f"the sentence says '{modal.governing(modal.verb)}', the cited passage excludes "
+                f"it ('{excluded}')",
+            )
         same_verb = _governing(modal, stated)
         if same_verb:
             if not any(

@@ -361,3 +361,22 @@ class TestGeneralRules:
         assert finding(checker, claim, denied) == (None, None)
         other = passage("The earlier disclosure references the Mineral Resources.")
         assert finding(checker, claim, other) == (None, None)  # another matter: too few words
+
+    def test_a_positive_phrase_on_what_the_passage_excludes(self, checker: FactChecker) -> None:
+        rule = passage(
+            "Credit exposures are those for which RWAs have to be calculated, other than those "
+            "that fall into the following classes: (a) Central government and central bank; (b) "
+            "Public sector enterprises."
+        )
+        claim = "Credit exposures should include exposures to central government, central banks "
+        kind, reason = finding(checker, claim + "and public sector enterprises.", rule)
+        assert kind == SupportCheck.MODALITY and reason is not None and "excludes" in reason
+        kept = "Credit exposures should include all exposures other than central government, "
+        assert finding(checker, kept + "central banks and public sector enterprises.", rule) == (
+            None,
+            None,
+        )
+        assert finding(checker, "Credit exposures should include loans to firms.", rule) == (
+            None,
+            None,
+        )
