@@ -7,14 +7,21 @@ with what the passages state, without a model:
 
 - quantities: numbers, durations, percentages, currency amounts and dates, normalised
   ("seventy-two hours" = "72 hours", "EUR 20 million" = "20 000 000 EUR"); units are never
-  converted ("3 days" matches only where the passage says 3 days);
+  converted ("3 days" matches only where the passage says 3 days); a number that labels a class
+  ("Tier 1", "Level 2") must appear with the same label;
 - modality and polarity: obligation (shall, must, is required to), permission (may, can),
   prohibition (shall not, may not, is prohibited) and no obligation (need not), compared per verb
-  where the passage uses the sentence's verb, and overall where it does not;
+  where the passage uses the sentence's verb on the same matter, and overall where it does not;
+  a prohibition of what the passage states plainly ("must not reference" against "references")
+  and a positive phrase taking in what the passage excludes ("other than") are contradictions,
+  while a conditional permission may restate a prohibition with an exception ("may issue more
+  if the holders approve" for "must not issue more without their approval");
 - exceptions: an "unless" / "except" the sentence makes where the passage states no condition
-  (a dropped exception is left to the support model: a sentence may rightly say less);
+  (nor "comply ... or explain", "otherwise than"; a dropped exception is left to the support
+  model: a sentence may rightly say less);
 - actors (controller, processor, provider, Member State, Commission, Reporting Entity ...): named
-  in the passage, and the one the passage makes do what the sentence says;
+  in the passage (a regulator's guidance that says "we" names the regulator), and the one the
+  passage makes do what the sentence says;
 - references (Article 33(1), Rule 3.19.6, Section 62): cited by the passage or its section.
 
 A check fires only on something the sentence states that the passages contradict or lack; a
