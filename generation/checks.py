@@ -114,7 +114,9 @@ _NAMING = re.compile(
     r"(?:es)?|parts?|schedules?|recitals?|appendix|appendices|app|titles?|regulations?|directives?"
     r"|decisions?|forms?|iso|nist|sp|controls?)\s+(?:\([a-z]+\)\s*)?[0-9ivxlc]+[0-9a-z.()/-]*"
     r"(?:(?:\s*(?:,|and|or|to|-|–)\s*)\(?[0-9ivxlc]+[0-9a-z.()/-]*)*"
-    r"|\b\d+/\d+(?:/\w+)?\b|\(\w{1,4}\)|\b\d+[a-z]\)|\b\d+(?:\.\d+){2,}\w*|\b[a-z]+-\d+\b",
+    r"|\b\d+/\d+(?:/\w+)?\b|\(\w{1,4}\)|\b\d+[a-z]\)|\b\d+(?:\.\d+){2,}\w*|\b[a-z]+-\d+\b"
+    # paragraph numbers opening a line or a sentence: "...machine-readable.\n8. The Commission"
+    r"|(?:^|(?<=\n)|(?<=[.:;] ))\d{1,3}\.(?= (?-i:[A-Z(]))",
     re.IGNORECASE,
 )
 # Numbers that label a class or grade ("Tier 1 capital", "Level 2 assets", "Stage 3"): a name, that

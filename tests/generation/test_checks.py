@@ -380,3 +380,17 @@ class TestGeneralRules:
             None,
             None,
         )
+
+    def test_paragraph_numbers_are_no_quantities(self, checker: FactChecker) -> None:
+        rule = passage(
+            "The period may be extended by two further months.\n8. The Commission shall adopt "
+            "delegated acts. 9. It shall act within 3 months."
+        )
+        claim = "The period may be extended by 8 further months."
+        kind, reason = finding(checker, claim, rule)
+        assert kind == SupportCheck.QUANTITY and reason is not None and "number 8" in reason
+        assert finding(checker, "The period may be extended by 2 further months.", rule) == (
+            None,
+            None,
+        )
+        assert finding(checker, "It shall act within 3 months.", rule) == (None, None)
