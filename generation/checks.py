@@ -7,14 +7,21 @@ with what the passages state, without a model:
 
 - quantities: numbers, durations, percentages, currency amounts and dates, normalised
   ("seventy-two hours" = "72 hours", "EUR 20 million" = "20 000 000 EUR"); units are never
-  converted ("3 days" matches only where the passage says 3 days);
+  converted ("3 days" matches only where the passage says 3 days); a number that labels a class
+  ("Tier 1", "Level 2") must appear with the same label;
 - modality and polarity: obligation (shall, must, is required to), permission (may, can),
   prohibition (shall not, may not, is prohibited) and no obligation (need not), compared per verb
-  where the passage uses the sentence's verb, and overall where it does not;
+  where the passage uses the sentence's verb on the same matter, and overall where it does not;
+  a prohibition of what the passage states plainly ("must not reference" against "references")
+  and a positive phrase taking in what the passage excludes ("other than") are contradictions,
+  while a conditional permission may restate a prohibition with an exception ("may issue more
+  if the holders approve" for "must not issue more without their approval");
 - exceptions: an "unless" / "except" the sentence makes where the passage states no condition
-  (a dropped exception is left to the support model: a sentence may rightly say less);
+  (nor "comply ... or explain", "otherwise than"; a dropped exception is left to the support
+  model: a sentence may rightly say less);
 - actors (controller, processor, provider, Member State, Commission, Reporting Entity ...): named
-  in the passage, and the one the passage makes do what the sentence says;
+  in the passage (a regulator's guidance that says "we" names the regulator), and the one the
+  passage makes do what the sentence says;
 - references (Article 33(1), Rule 3.19.6, Section 62): cited by the passage or its section.
 
 A check fires only on something the sentence states that the passages contradict or lack; a
@@ -107,7 +114,16 @@ _NAMING = re.compile(
     r"(?:es)?|parts?|schedules?|recitals?|appendix|appendices|app|titles?|regulations?|directives?"
     r"|decisions?|forms?|iso|nist|sp|controls?)\s+(?:\([a-z]+\)\s*)?[0-9ivxlc]+[0-9a-z.()/-]*"
     r"(?:(?:\s*(?:,|and|or|to|-|–)\s*)\(?[0-9ivxlc]+[0-9a-z.()/-]*)*"
-    r"|\b\d+/\d+(?:/\w+)?\b|\(\w{1,4}\)|\b\d+[a-z]\)|\b\d+(?:\.\d+){2,}\w*|\b[a-z]+-\d+\b",
+    r"|\b\d+/\d+(?:/\w+)?\b|\(\w{1,4}\)|\b\d+[a-z]\)|\b\d+(?:\.\d+){2,}\w*|\b[a-z]+-\d+\b"
+    # paragraph numbers opening a line or a sentence: "...machine-readable.\n8. The Commission"
+    r"|(?:^|(?<=\n)|(?<=[.:;] ))\d{1,3}\.(?= (?-i:[A-Z(]))",
+    re.IGNORECASE,
+)
+# Numbers that label a class or grade ("Tier 1 capital", "Level 2 assets", "Stage 3"): a name, that
+# the passage must state with the same label; the bare number elsewhere does not back it.
+_LABEL = re.compile(
+    r"\b(?P<label>tiers?|levels?|class(?:es)?|categor(?:y|ies)|stages?|pillars?|phases?|types?"
+    r"|grades?|bands?|zones?)\s(?P<number>\d+[a-z]?)\b",
     re.IGNORECASE,
 )
 
@@ -120,7 +136,11 @@ class Quantity:
     text: str = ""
 
     def satisfied_by(self, other: Quantity) -> bool:
+        if self.kind == "label":  # "Tier 1": only the same label with the same number
+            return other.kind == "label" and (self.value, self.unit) == (other.value, other.unit)
         if self.kind == "number":  # a bare number: the passage states it in any form
+            if other.kind == "label":  # "Grade of 1" is backed by "Grade 1"
+                return str(other.value) == f"{self.value:g}"
             return other.kind != "date" and self.value == other.value
         if self.kind != other.kind or self.value != other.value:
             return self.kind == "date" and other.kind == "date" and _same_day(self, other)
@@ -145,10 +165,14 @@ def _number_value(text: str) -> float | None:
 
 
 @lru_cache(maxsize=4096)
-def quantities(text: str) -> tuple[Quantity, ...]:
-    """The dates, durations, percentages, amounts and plain numbers a text states."""
+def quantities(text: str, counts: bool = False) -> tuple[Quantity, ...]:
+    """The dates, durations, percentages, amounts and plain numbers a text states; with `counts`,
+    also the numbers it spells out ("two types"), which back a sentence's "2 types"."""
     found: list[Quantity] = []
-    masked = _mask(text, _NAMING)
+    for match in _LABEL.finditer(text):
+        label = _actor_key(match.group("label"))  # singular, lower case
+        found.append(Quantity("label", match.group("number").lower(), label, match.group(0)))
+    masked = _mask(_mask(text, _NAMING), _LABEL)
     for match in _DATE.finditer(masked):
         found.append(_date(match))
     masked = _mask(masked, _DATE)
@@ -171,7 +195,7 @@ def quantities(text: str) -> tuple[Quantity, ...]:
         elif currency:
             code = _CURRENCIES[currency.lower()]
             found.append(Quantity("amount", value, code, match.group(0).strip()))
-        elif not spelled:  # "one of the following", "in two ways": counts, often implied
+        elif not spelled or counts:  # "one of the following": counts, often implied
             found.append(Quantity("number", value, text=number))
     return tuple(found)
 
@@ -195,13 +219,13 @@ def _mask(text: str, pattern: re.Pattern[str]) -> str:
 
 
 def _check_quantities(claim: str, evidence: str) -> Mismatch | None:
-    stated = quantities(evidence)
+    stated = quantities(evidence, counts=True)
     for quantity in quantities(claim):
         if any(quantity.satisfied_by(other) for other in stated):
             continue
         same_kind = [o.text for o in stated if o.kind == quantity.kind]
         says = f" (it says {', '.join(dict.fromkeys(same_kind[:3]))})" if same_kind else ""
-        label = "number" if quantity.kind == "number" else quantity.kind
+        label = "number" if quantity.kind in ("number", "label") else quantity.kind
         return Mismatch(
             SupportCheck.QUANTITY, f"{label} {quantity.text} not in the cited passage{says}"
         )
@@ -284,10 +308,11 @@ class Modal:
     subject: frozenset[str]  # stems of the content words before it in its clause
     modal: str  # as written, e.g. "must not"
     actor: str | None  # the actor named just before it, when one is
+    scope: str = ""  # its sentence, from the sentence's start to the end of what it governs
 
     @property
     def stem(self) -> str:
-        return _stem(self.verb)
+        return _verb_stem(self.verb)
 
     def governing(self, verb: str) -> str:
         """How it reads with `verb`: "must not notify", or "shall … notify" further on."""
@@ -351,11 +376,19 @@ def actors(text: str) -> frozenset[str]:
 @lru_cache(maxsize=4096)
 def modals(text: str) -> tuple[Modal, ...]:
     """Each modal verb phrase with its force, the verbs it governs and the actor before it."""
-    matches = [m for m in _MODAL.finditer(text) if m.group("verb").lower() not in _NOT_A_VERB]
+    matches = [
+        m
+        for m in _MODAL.finditer(text)
+        if m.group("verb").lower() not in _NOT_A_VERB
+        and not _NEED_IN_CONDITION.search(text, max(0, m.start() - 60), m.end())
+    ]
     found = []
     for n, match in enumerate(matches):
         clause_start = max(
             (m.end() for m in _CLAUSE_BREAK.finditer(text, 0, match.start())), default=0
+        )
+        sentence_start = max(
+            text.rfind(". ", 0, match.start()) + 2, text.rfind("\n", 0, match.start()) + 1
         )
         before = text[max(clause_start, match.start() - 60) : match.start()]
         named = [m.group(0) for m in _ACTOR.finditer(before)]
@@ -376,14 +409,30 @@ def modals(text: str) -> tuple[Modal, ...]:
             Modal(
                 force=_force(match),
                 verb=match.group("verb").lower(),
-                reach=frozenset(_stem(w) for w in governed),
+                reach=frozenset(_verb_stem(w) for w in governed),
                 topic=_content_stems(clause),
                 subject=_content_stems(text[clause_start : match.start()]),
                 modal=" ".join(match.group(0)[: match.start("verb") - match.start()].split()),
                 actor=_actor_key(named[-1]) if named else None,
+                scope=text[sentence_start:reach_end],
             )
         )
     return tuple(found)
+
+
+# "when they need to advance the investigation": a necessity in a condition, not a rule.
+_NEED_IN_CONDITION = re.compile(
+    r"\b(?:if|when|whenever|where)\s+(?:[\w']+\s+){0,4}?(?:needs?|ha(?:s|ve))\s+to\s+\w+$",
+    re.IGNORECASE,
+)
+
+
+# "must be more than the cost" says "must exceed the cost": the same verb as "must not exceed".
+_EXCEEDING = frozenset({"more", "greater", "higher", "larger", "above", "over"})
+
+
+def _verb_stem(word: str) -> str:
+    return "exceed" if word.lower() in _EXCEEDING else _stem(word)
 
 
 def _content_stems(text: str) -> frozenset[str]:
@@ -425,6 +474,11 @@ def _governing(modal: Modal, stated: Sequence[Modal]) -> list[Modal]:
     must be net of allowances ... (c) loans must not be netted with deposits"."""
     words = modal.topic | modal.subject
     governing = [m for m in stated if modal.stem in m.reach]
+    # A phrase that shares nothing but the verb with the sentence is about something else:
+    # "The report will disclose a claim" does not govern "An Insider must not disclose ...".
+    others = words - {modal.stem}
+    if others:
+        governing = [m for m in governing if (m.topic | m.subject) & others]
     if not governing:  # a synonym governs it only where the phrase is about the same matter
         synonyms = _synonyms().get(modal.stem, frozenset())
         governing = [
@@ -436,17 +490,28 @@ def _governing(modal: Modal, stated: Sequence[Modal]) -> list[Modal]:
     return [m for m, n in zip(governing, shared, strict=True) if n == max(shared)]
 
 
+def _uses_verb(modal: Modal, stated: Sequence[Modal]) -> bool:
+    return any(modal.stem in m.reach for m in stated)
+
+
+@lru_cache(maxsize=1)
+def _actor_stems() -> frozenset[str]:
+    return frozenset(_stem(word) for actor in ACTORS for word in actor.replace("-", " ").split())
+
+
 def _aligned(modal: Modal, stated: Sequence[Modal], share: float = 0.5) -> Modal | None:
     """The passage phrase whose clause shares most of the claim phrase's clause words, when it
-    shares at least `share` of them and clearly more than any phrase of another force."""
-    if len(modal.topic) < 3:
+    shares at least `share` of them and clearly more than any phrase of another force. Actors'
+    names do not count: they recur across a passage's clauses ("the provider", "the deployer")."""
+    topic = modal.topic - _actor_stems()
+    if len(topic) < 3:
         return None
-    ranked = sorted(stated, key=lambda m: len(m.topic & modal.topic), reverse=True)
-    if not ranked or len(ranked[0].topic & modal.topic) < share * len(modal.topic):
+    ranked = sorted(stated, key=lambda m: len(m.topic & topic), reverse=True)
+    if not ranked or len(ranked[0].topic & topic) < share * len(topic):
         return None
     best = ranked[0]
     rivals = [m for m in ranked[1:] if m.force != best.force]
-    if rivals and len(rivals[0].topic & modal.topic) >= len(best.topic & modal.topic):
+    if rivals and len(rivals[0].topic & topic) >= len(best.topic & topic):
         return None
     return best
 
@@ -458,12 +523,107 @@ def _compatible(claim: Force, passage: Force) -> bool:
     return claim == passage or {claim, passage} == {Force.PERMISSION, Force.NO_OBLIGATION}
 
 
+_ALLOWED = (Force.PERMISSION, Force.ABILITY)
+# A permission on a condition and a prohibition with an exception or a bound state one rule:
+# "may issue more only if the holders approve" = "must not issue more without their approval".
+_POSITIVE_CONDITION = re.compile(
+    r"\b(?:if|only|provided|as\s+long\s+as|subject\s+to|with\s+(?:the\s+)?(?:prior\s+)?"
+    r"(?:approval|consent|permission))\b",
+    re.IGNORECASE,
+)
+_BOUND = re.compile(
+    r"\b(?:unless|except\w*|without|other(?:wise)?\s+than|more\s+(?:\w+\s+){0,4}?than"
+    r"|exceed\w*|beyond|until|before)\b",
+    re.IGNORECASE,
+)
+# What a passage states where it excludes or forbids without a modal: "exposures ..., other than
+# those to banks", "conduct that may contravene section 92(3)".
+_EXCLUSION = re.compile(r"\b(?:other(?:wise)?\s+than|except(?:ing)?|exclud\w*)\b", re.I)
+_SENTENCES = re.compile(r"(?<=\.)\s+|\n")
+# "must be within the period" restates the bound of "may be authorised for no longer than".
+_BOUNDS = frozenset(["within", "under", "below", "above", "less", "more", "up", "between"])
+
+
+def _excludes(modal: Modal, evidence: str) -> bool:
+    """Whether a sentence of the passage on the phrase's matter (three of its words besides the
+    verb) excludes something: "must not include X" restates "..., other than X"."""
+    words = (modal.topic | modal.subject) - {modal.stem}
+    return any(
+        _EXCLUSION.search(sentence) and len(_content_stems(sentence) & words) >= 3
+        for sentence in _SENTENCES.split(evidence)
+    )
+
+
+_PART = re.compile(r"[;:,]|\(\w{1,4}\)|\s(?:and|or|but|that|which|where|when|if)\s")
+_DENIAL = re.compile(
+    r"\b(?:not|no|never|neither|nor|without|cannot|prohibit\w*|forbid\w*|offences?|contraven\w*"
+    r"|breach\w*|infring\w*|refrain\w*|avoid\w*|prevent\w*|improper\w*|only)\b|n't\b",
+    re.IGNORECASE,
+)
+
+
+def _stated_plainly(modal: Modal, evidence: str) -> str | None:
+    """Where the passage states the prohibited verb as a plain fact or condition, on the same
+    matter (three of the sentence's words besides the verb) and never with a negation nearby:
+    "must not reference the earlier disclosure" against "... references the earlier disclosure".
+    The words it is stated in, or None."""
+    words = (modal.topic | modal.subject) - {modal.stem}
+    found = None
+    for sentence in _SENTENCES.split(evidence):
+        uses = [m for m in _WORD.finditer(sentence) if _verb_stem(m.group(0)) == modal.stem]
+        if not uses or len(_content_stems(sentence) & words) < 3:
+            continue
+        for use in uses:  # its clause: from the last break or list label before it to the next
+            start = max((m.end() for m in _PART.finditer(sentence, 0, use.start())), default=0)
+            end = _PART.search(sentence, use.end())
+            if _DENIAL.search(sentence, start, end.start() if end else len(sentence)):
+                return None
+        found = found or sentence[uses[0].start() : uses[0].start() + 40].split("\n")[0]
+    return found
+
+
+def _conditional_rule(claim: Modal, passage: Modal) -> bool:
+    """A conditional permission restating a prohibition with an exception, or back."""
+    for allowed, prohibited in ((claim, passage), (passage, claim)):
+        if (
+            allowed.force in _ALLOWED
+            and prohibited.force is Force.PROHIBITION
+            and _POSITIVE_CONDITION.search(allowed.scope)
+            and _BOUND.search(prohibited.scope)
+        ):
+            return True
+    return False
+
+
+def _excluded(modal: Modal, evidence: str) -> str | None:
+    """What the passage excludes that the sentence's positive phrase takes in: "should include
+    exposures to central banks" against "exposures ..., other than (a) central bank". Only the
+    words after the exclusion that its sentence does not name before it count."""
+    if _NEGATIVE.search(modal.scope) or _EXCLUSION.search(modal.scope):
+        return None
+    for sentence in _SENTENCES.split(evidence):
+        for match in _EXCLUSION.finditer(sentence):
+            before = _content_stems(sentence[: match.start()])
+            after = _content_stems(sentence[match.end() :]) - before
+            if len(before & modal.topic) >= 1 and len(after & modal.topic) >= 3:
+                return sentence[match.start() : match.start() + 40]
+    return None
+
+
 def _check_modality(claim: str, evidence: str) -> Mismatch | None:
     stated = modals(evidence)
     for modal in modals(claim):
+        if modal.force is not Force.PROHIBITION and (excluded := _excluded(modal, evidence)):
+            return Mismatch(
+                SupportCheck.MODALITY,
+                f"the sentence says '{modal.governing(modal.verb)}', the cited passage excludes "
+                f"it ('{excluded}')",
+            )
         same_verb = _governing(modal, stated)
         if same_verb:
-            if not any(_compatible(modal.force, m.force) for m in same_verb):
+            if not any(
+                _compatible(modal.force, m.force) or _conditional_rule(modal, m) for m in same_verb
+            ):
                 return Mismatch(
                     SupportCheck.MODALITY,
                     f"the sentence says '{modal.governing(modal.verb)}', "
@@ -474,9 +634,14 @@ def _check_modality(claim: str, evidence: str) -> Mismatch | None:
         # sentence's clause words in its clause) must have a compatible force ...
         # An obligation may restate a prohibition: "must be fair" for "must not exceed the cost".
         accepted = {modal.force, Force.PROHIBITION} if modal.force is Force.OBLIGATION else set()
-        aligned = _aligned(modal, stated)
+        bound = modal.force is Force.OBLIGATION and modal.verb in _BOUNDS
+        # Where the passage uses the verb only on another matter, no phrase of it is aligned.
+        aligned = None if _uses_verb(modal, stated) else _aligned(modal, stated)
         if aligned is not None and not (
-            _compatible(modal.force, aligned.force) or aligned.force in accepted
+            _compatible(modal.force, aligned.force)
+            or aligned.force in accepted
+            or (bound and aligned.force is Force.PERMISSION)
+            or _conditional_rule(modal, aligned)
         ):
             return Mismatch(
                 SupportCheck.MODALITY,
@@ -489,6 +654,16 @@ def _check_modality(claim: str, evidence: str) -> Mismatch | None:
             stating = {Force.PERMISSION, Force.NO_OBLIGATION}
         else:
             stating = accepted | {f for f in Force if _compatible(modal.force, f)}
+        if modal.force is Force.PROHIBITION and _excludes(modal, evidence):
+            continue
+        if modal.force is Force.PROHIBITION and aligned is None:
+            positive = _stated_plainly(modal, evidence)
+            if positive:
+                return Mismatch(
+                    SupportCheck.MODALITY,
+                    f"the sentence says '{modal.governing(modal.verb)}', the cited passage states "
+                    f"it without a negation ('{positive}')",
+                )
         if stated and not any(m.force in stating for m in stated):
             return Mismatch(
                 SupportCheck.MODALITY,
@@ -507,7 +682,9 @@ def states_modality(claim: str, evidence: str) -> bool:
 
 
 _CONDITION = re.compile(
-    r"\b(?:only|if|where|when|subject\s+to|exempt\w*|exemption|waiv\w+|derogat\w+)\b", re.I
+    r"\b(?:only|if|where|when|subject\s+to|exempt\w*|exemption|waiv\w+|derogat\w+"
+    r"|otherwise\s+than|or\s+(?:to\s+)?explain)\b",  # "comply ... or explain its non-compliance"
+    re.I,
 )
 
 
@@ -521,11 +698,20 @@ def _check_exceptions(claim: str, evidence: str) -> Mismatch | None:
     return None
 
 
+# Guidance written in the regulator's voice calls the regulator "we" ("we will take into account").
+_AUTHORITIES = frozenset({
+    "regulator", "fsra", "supervisory authority", "competent authority", "listing authority",
+    "national competent authority", "market surveillance authority",
+})  # fmt: skip
+_FIRST_PERSON = re.compile(r"\b(?:we|us|our)\b", re.IGNORECASE)
+
+
 def _check_actors(claim: str, evidence: str) -> Mismatch | None:
-    present = actors(evidence)
+    named = actors(evidence)
+    present = named | _AUTHORITIES if _FIRST_PERSON.search(evidence) else named
     for actor in sorted(actors(claim)):
         if actor not in present and not any(p.endswith(" " + actor) for p in present):
-            names = f" (it names {', '.join(sorted(present)[:3])})" if present else ""
+            names = f" (it names {', '.join(sorted(named)[:3])})" if named else ""
             return Mismatch(SupportCheck.ACTOR, f"actor '{actor}' not in the cited passage{names}")
     stated = modals(evidence)
     for modal in modals(claim):

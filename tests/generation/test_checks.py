@@ -215,3 +215,182 @@ class TestQuantities:
         (working,) = quantities("10 working days")
         (plain,) = quantities("10 days")
         assert plain.satisfied_by(working) and not working.satisfied_by(plain)
+
+
+def passage(text: str) -> object:
+    return retrieved("p", section="", text=text).chunk
+
+
+class TestGeneralRules:
+    """Rules found on the perturbed gold sentences of benchmarks/verification.py, each with the
+    case where it must not fire."""
+
+    def test_a_labelled_number_is_a_name(self, checker: FactChecker) -> None:
+        rule = passage(
+            "Excluding all Tier 2 capital instruments with residual maturity of less than one "
+            "year, and Exposures with a Credit Quality Grade 1."
+        )
+        kind, reason = finding(checker, "Exclude Tier 1 capital instruments.", rule)
+        assert kind == SupportCheck.QUANTITY and reason is not None and "Tier 2" in reason
+        assert finding(checker, "Exclude Tier 2 capital instruments.", rule) == (None, None)
+        assert finding(checker, "Exposures with a Credit Quality Grade of 1.", rule) == (None, None)
+
+    def test_a_spelt_out_count_backs_its_digits(self, checker: FactChecker) -> None:
+        rule = passage("The Regulator may impose two types of restriction.")
+        assert finding(checker, "The Regulator may impose 2 types of restriction.", rule) == (
+            None,
+            None,
+        )
+        assert finding(checker, "The Regulator may impose 3 types of restriction.", rule)[0] == (
+            SupportCheck.QUANTITY
+        )
+
+    def test_comply_or_explain_is_an_exception(self, checker: FactChecker) -> None:
+        rule = passage("A Reporting Entity is expected to comply with the Code, or explain its "
+                       "non-compliance.")  # fmt: skip
+        claim = "A Reporting Entity must comply with the Code unless it explains why not."
+        assert finding(checker, claim, rule) == (None, None)
+        plain = passage("A Reporting Entity is expected to comply with the Code.")
+        assert finding(checker, claim, plain)[0] == SupportCheck.EXCEPTION
+
+    def test_the_regulator_speaking_as_we(self, checker: FactChecker) -> None:
+        rule = passage("In deciding, we will take into account the nature of the contravention.")
+        claim = "The Regulator will take into account the nature of the contravention."
+        assert finding(checker, claim, rule) == (None, None)
+        kind, _ = finding(checker, "The deployer will take into account the nature.", rule)
+        assert kind == SupportCheck.ACTOR
+
+    def test_a_phrase_on_another_matter_does_not_govern_the_verb(
+        self, checker: FactChecker
+    ) -> None:
+        rule = passage(
+            "The report will disclose an outstanding claim. The second is where an Insider "
+            "discloses Inside Information to another person otherwise than in the proper course "
+            "of his employment."
+        )
+        claim = "An Insider must not disclose Inside Information to another person."
+        assert finding(checker, claim, rule) == (None, None)
+        ruled = passage("An Insider must not disclose Inside Information to another person.")
+        kind, reason = finding(checker, "An Insider may disclose Inside Information.", ruled)
+        assert kind == SupportCheck.MODALITY and reason is not None and "'must not" in reason
+
+    def test_a_necessity_in_a_condition_is_no_rule(self, checker: FactChecker) -> None:
+        rule = passage(
+            "The power to require assistance may include requiring a person to do a physical act "
+            "to advance an investigation."
+        )
+        claim = "An Investigator can ask for help when they need to advance the investigation."
+        assert finding(checker, claim, rule) == (None, None)
+        allowed = passage("The firm may notify the Regulator of the change.")
+        assert finding(checker, "The firm needs to notify the Regulator.", allowed)[0] == (
+            SupportCheck.MODALITY
+        )
+
+    def test_a_conditional_permission_restates_a_prohibition_with_an_exception(
+        self, checker: FactChecker
+    ) -> None:
+        rule = passage(
+            "A Listed Entity must not issue more Equity Securities than the maximum without the "
+            "approval of the holders of Ordinary Securities."
+        )
+        conditional = "A Listed Entity can issue more Equity Securities if the holders approve."
+        assert finding(checker, conditional, rule) == (None, None)
+        kind, reason = finding(checker, "A Listed Entity can issue more Equity Securities.", rule)
+        assert kind == SupportCheck.MODALITY and reason is not None and "'must not issue'" in reason
+
+    def test_an_obligation_restating_the_bound_of_a_permission(self, checker: FactChecker) -> None:
+        rule = passage(
+            "The deferred publication may be authorised, for a period no longer than the period "
+            "specified for the class of Financial Instrument concerned, provided that it is large. "
+            "Instruments shall be classified by their turnover."
+        )
+        claim = "The deferral must be within the period specified for the class of Financial "
+        assert finding(checker, claim + "Instrument concerned.", rule) == (None, None)
+        kind, _ = finding(checker, "The deferral must not be within the period specified for the "
+                          "class of Financial Instrument concerned.", rule)  # fmt: skip
+        assert kind == SupportCheck.MODALITY
+
+    def test_a_prohibition_restating_an_exclusion(self, checker: FactChecker) -> None:
+        claim = "They should not include exposures to central government and central banks."
+        excluded = passage(
+            "Credit exposures are those for which RWAs have to be calculated, other than those "
+            "that fall into the following classes: (a) Central government and central bank."
+        )
+        assert finding(checker, claim, excluded) == (None, None)
+        included = passage(
+            "Credit exposures to central government and central banks have to be calculated."
+        )
+        assert finding(checker, claim, included)[0] == SupportCheck.MODALITY
+
+    def test_actor_names_do_not_align_clauses(self, checker: FactChecker) -> None:
+        rule = passage(
+            "The system shall be provided to the deployer in such a way that persons can oversee "
+            "it. Measures may be identified and built into the system by the provider."
+        )
+        claim = "Measures may be built into the system by the provider or by the deployer."
+        assert finding(checker, claim, rule) == (None, None)
+        age = passage("Member States may provide by law for a lower age for those purposes.")
+        kind, _ = finding(checker, "Member States may not set a lower age for those purposes.", age)
+        assert kind == SupportCheck.MODALITY
+
+    def test_more_than_is_exceeding(self, checker: FactChecker) -> None:
+        rule = passage("Any charges imposed must not exceed the Provider's actual costs.")
+        kind, reason = finding(checker, "The charges must be more than the actual costs.", rule)
+        assert kind == SupportCheck.MODALITY and reason is not None and "'must not" in reason
+        kept = "The charges must not be more than the Provider's actual costs."
+        assert finding(checker, kept, rule) == (None, None)
+        assert finding(checker, "The charges must be within the actual costs.", rule) == (
+            None,
+            None,
+        )
+
+    def test_a_prohibition_of_what_the_passage_states_plainly(self, checker: FactChecker) -> None:
+        rule = passage(
+            "Rule 11.12.1 applies provided that: (1) any subsequent disclosure references the "
+            "earlier disclosure that was in compliance with Rule 11.12.1; and (2) the entity "
+            "confirms that it is not aware of any new information."
+        )
+        claim = "A subsequent disclosure must not reference the earlier disclosure."
+        kind, reason = finding(checker, claim, rule)
+        assert (
+            kind == SupportCheck.MODALITY
+            and reason is not None
+            and "without a negation" in (reason)
+        )
+        denied = passage("A subsequent disclosure does not reference the earlier disclosure.")
+        assert finding(checker, claim, denied) == (None, None)
+        other = passage("The earlier disclosure references the Mineral Resources.")
+        assert finding(checker, claim, other) == (None, None)  # another matter: too few words
+
+    def test_a_positive_phrase_on_what_the_passage_excludes(self, checker: FactChecker) -> None:
+        rule = passage(
+            "Credit exposures are those for which RWAs have to be calculated, other than those "
+            "that fall into the following classes: (a) Central government and central bank; (b) "
+            "Public sector enterprises."
+        )
+        claim = "Credit exposures should include exposures to central government, central banks "
+        kind, reason = finding(checker, claim + "and public sector enterprises.", rule)
+        assert kind == SupportCheck.MODALITY and reason is not None and "excludes" in reason
+        kept = "Credit exposures should include all exposures other than central government, "
+        assert finding(checker, kept + "central banks and public sector enterprises.", rule) == (
+            None,
+            None,
+        )
+        assert finding(checker, "Credit exposures should include loans to firms.", rule) == (
+            None,
+            None,
+        )
+
+    def test_paragraph_numbers_are_no_quantities(self, checker: FactChecker) -> None:
+        rule = passage(
+            "The period may be extended by two further months.\n8. The Commission shall adopt "
+            "delegated acts. 9. It shall act within 3 months."
+        )
+        claim = "The period may be extended by 8 further months."
+        kind, reason = finding(checker, claim, rule)
+        assert kind == SupportCheck.QUANTITY and reason is not None and "number 8" in reason
+        assert finding(checker, "The period may be extended by 2 further months.", rule) == (
+            None,
+            None,
+        )
+        assert finding(checker, "It shall act within 3 months.", rule) == (None, None)
