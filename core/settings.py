@@ -277,10 +277,11 @@ class Settings(BaseSettings):
         description="Support probability a sentence needs; unset: the model's calibrated one.",
     )
     support_backend: EmbedBackend = Field(
-        default=EmbedBackend.TORCH,
-        description="How a cross-encoder verifier runs: torch, onnx (fp32 export) or onnx-int8 "
-        "(quantised export); the ONNX files are exported from the model at first use into "
-        "data_dir/models.",
+        default=EmbedBackend.ONNX,
+        description="How a cross-encoder verifier runs: onnx (fp32 export: the same decisions as "
+        "torch, 1.10-1.15x faster), torch, or onnx-int8 (quantised export: 2x faster, 2 % of "
+        "decisions differ). The ONNX files are exported from the model once, at first use, into "
+        "the models folder (REGULUS_MODELS_DIR).",
     )
     unsupported: UnsupportedPolicy = Field(
         default=UnsupportedPolicy.FLAG,

@@ -22,6 +22,7 @@ import torch
 from sentence_transformers import CrossEncoder
 from transformers.utils import logging as transformers_logging
 
+from core.model_files import models_dir
 from core.models import (
     Answer,
     AnswerSentence,
@@ -470,7 +471,7 @@ def load_verifier(settings: Settings) -> CitationVerifier | None:
             DEFAULT_SUPPORT_MODEL if builtin else settings.verifier,
             threshold=settings.support_threshold,
             backend=settings.support_backend,
-            cache_dir=settings.data_dir / "models",
+            cache_dir=models_dir() / "exports",
         )
         threshold = judge.checked_threshold
     return CitationVerifier(

@@ -35,10 +35,10 @@ class TestSettings:
         with pytest.raises(ValueError, match="top_k"):
             Settings(_env_file=None, top_k=0)  # type: ignore[call-arg]
 
-    def test_support_backend_defaults_to_torch_and_reads_the_environment(
+    def test_support_backend_defaults_to_onnx_and_reads_the_environment(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        assert Settings(_env_file=None).support_backend is EmbedBackend.TORCH  # type: ignore[call-arg]
+        assert Settings(_env_file=None).support_backend is EmbedBackend.ONNX  # type: ignore[call-arg]
         monkeypatch.setenv("REGULUS_SUPPORT_BACKEND", "onnx-int8")
         settings = Settings(_env_file=None)  # type: ignore[call-arg]
         assert settings.support_backend is EmbedBackend.ONNX_INT8

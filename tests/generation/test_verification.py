@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 import retrieval.embedder
 from api.services import Services
+from core.model_files import MODELS_DIR_ENV
 from core.models import (
     Answer,
     AnswerSentence,
@@ -121,14 +122,18 @@ class TestSupportBackends:
         assert [path.stat().st_mtime_ns for path in exports] == stamps
         assert not list(onnx_cache.rglob("*.tmp"))
 
-    def test_the_service_setting_selects_the_backend(self, tmp_path: Path) -> None:
-        verifier = load_verifier(make_settings(tmp_path, support_backend="onnx-int8"))
+    def test_the_service_setting_selects_the_backend_exported_into_the_models_folder(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / "models"))
+        verifier = load_verifier(make_settings(tmp_path / "data", support_backend="onnx-int8"))
         assert verifier is not None and isinstance(verifier.judge, CrossEncoderSupportJudge)
         assert verifier.judge.backend is EmbedBackend.ONNX_INT8
-        assert list((tmp_path / "models").rglob("model-int8.onnx"))
-        default = load_verifier(make_settings(tmp_path))
+        assert list((tmp_path / "models" / "exports").rglob("model-int8.onnx"))
+        default = load_verifier(make_settings(tmp_path / "data"))
         assert default is not None and isinstance(default.judge, CrossEncoderSupportJudge)
-        assert default.judge.backend is EmbedBackend.TORCH
+        assert default.judge.backend is EmbedBackend.ONNX
+        assert not (tmp_path / "data" / "models").exists()
 
     def test_invalid_backends_are_rejected(self, tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="cache_dir"):
