@@ -281,7 +281,7 @@ class Settings(BaseSettings):
         description="How a cross-encoder verifier runs: onnx (fp32 export: the same decisions as "
         "torch, 1.10-1.15x faster), torch, or onnx-int8 (quantised export: 2x faster, 2 % of "
         "decisions differ). The ONNX files are exported from the model once, at first use, into "
-        "the models folder (REGULUS_MODELS_DIR).",
+        "the models folder (REGULUS_MODELS_DIR). With a CUDA GPU the model runs on it in torch.",
     )
     unsupported: UnsupportedPolicy = Field(
         default=UnsupportedPolicy.FLAG,

@@ -470,7 +470,8 @@ def load_verifier(settings: Settings) -> CitationVerifier | None:
         judge = CrossEncoderSupportJudge(
             DEFAULT_SUPPORT_MODEL if builtin else settings.verifier,
             threshold=settings.support_threshold,
-            backend=settings.support_backend,
+            # The ONNX exports run on the CPU: with a GPU the model runs there, in torch.
+            backend=EmbedBackend.TORCH if torch.cuda.is_available() else settings.support_backend,
             cache_dir=models_dir() / "exports",
         )
         threshold = judge.checked_threshold
