@@ -173,8 +173,8 @@ class QuestionAnalyzer:
         if len(parts) > self.max_parts:
             parts = [*parts[: self.max_parts - 1], _merged(parts[self.max_parts - 1 :], context)]
         if len(parts) == 1:  # one part: search with the question exactly as asked
-            named = names.find(text)
-            parts = [QuestionPart(text, text, named, named)]
+            everywhere = names.find(text)
+            parts = [QuestionPart(text, text, everywhere, everywhere)]
         return QuestionAnalysis(
             question=text,
             parts=tuple(parts),

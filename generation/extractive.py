@@ -103,8 +103,11 @@ class ExtractiveGenerator:
         """The sentences' vectors: those ingestion stored, the others embedded (and cached)."""
         stored = self._stored.get(self._embedder.signature, texts) if self._stored else {}
         missing = [text for text in texts if text not in stored]
-        embedded = self._embedder.embed_cached(missing, TextRole.DOCUMENT) if missing else []
-        computed = dict(zip(missing, embedded, strict=True))
+        computed = (
+            dict(zip(missing, self._embedder.embed_cached(missing, TextRole.DOCUMENT), strict=True))
+            if missing
+            else {}
+        )
         return np.asarray(
             [stored[t] if t in stored else computed[t] for t in texts], dtype=np.float32
         ).reshape(len(texts), self._embedder.dimension)
