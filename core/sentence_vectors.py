@@ -76,14 +76,7 @@ class SentenceVectors:
         """Those of `texts` (distinct, in order) this document holds no vector of yet."""
         wanted = {text_hash(text): text for text in texts}
         with self._sessions() as session:
-            held = set(
-                session.scalars(
-                    select(SentenceVectorRow.text_hash).where(
-                        SentenceVectorRow.embedder == embedder,
-                        SentenceVectorRow.document_id == document_id,
-                    )
-                )
-            )
+            held = _held(session, embedder, document_id)
         return [text for digest, text in wanted.items() if digest not in held]
 
     def save(self, embedder: str, document_id: str, vectors: dict[str, np.ndarray]) -> None:
@@ -91,14 +84,7 @@ class SentenceVectors:
         if not vectors:
             return
         with self._sessions.begin() as session:
-            held = set(
-                session.scalars(
-                    select(SentenceVectorRow.text_hash).where(
-                        SentenceVectorRow.embedder == embedder,
-                        SentenceVectorRow.document_id == document_id,
-                    )
-                )
-            )
+            held = _held(session, embedder, document_id)
             session.add_all(
                 SentenceVectorRow(
                     embedder=embedder,
@@ -114,20 +100,13 @@ class SentenceVectors:
         """Drop the document's other vectors: an older version's sentences, another embedder's."""
         kept = {text_hash(text) for text in texts}
         with self._sessions.begin() as session:
-            rows = session.execute(
-                select(SentenceVectorRow.embedder, SentenceVectorRow.text_hash).where(
-                    SentenceVectorRow.document_id == document_id
+            session.execute(
+                delete(SentenceVectorRow).where(
+                    SentenceVectorRow.document_id == document_id,
+                    SentenceVectorRow.embedder != embedder,
                 )
-            ).all()
-            stale = [(e, h) for e, h in rows if e != embedder or h not in kept]
-            for other in {e for e, _ in stale if e != embedder}:
-                session.execute(
-                    delete(SentenceVectorRow).where(
-                        SentenceVectorRow.document_id == document_id,
-                        SentenceVectorRow.embedder == other,
-                    )
-                )
-            old = [h for e, h in stale if e == embedder]
+            )
+            old = sorted(_held(session, embedder, document_id) - kept)
             for start in range(0, len(old), _IN_SLICE):
                 session.execute(
                     delete(SentenceVectorRow).where(
@@ -149,3 +128,15 @@ class SentenceVectors:
             query = query.where(SentenceVectorRow.embedder == embedder)
         with self._sessions() as session:
             return int(session.scalar(query) or 0)
+
+
+def _held(session: Session, embedder: str, document_id: str) -> set[str]:
+    """The hashes of the sentences a document holds vectors of, for this embedder."""
+    return set(
+        session.scalars(
+            select(SentenceVectorRow.text_hash).where(
+                SentenceVectorRow.embedder == embedder,
+                SentenceVectorRow.document_id == document_id,
+            )
+        )
+    )
