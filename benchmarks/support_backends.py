@@ -27,20 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
+from verification import CachedJudge, flagged_shares, perturbed_splits, timing
 
-from benchmarks.verification import (
-    _ACTOR_HEAD,
-    EU_ACTORS,
-    CachedJudge,
-    GoldAnswer,
-    collect_defined_terms,
-    flagged_shares,
-    golden_answers,
-    read_jsonl,
-    timing,
-    variants_of,
-    xrefrag_answers,
-)
 from core.models import EmbedBackend
 from eval.training.common import DEFAULT_CORPUS_DIR
 from generation.checks import FactChecker
@@ -75,16 +63,9 @@ def main() -> int:
     parser.add_argument("--cache-dir", type=Path, help="ONNX exports; default: a temporary one")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    corpus = args.corpus_dir.resolve()
-    terms = collect_defined_terms(read_jsonl(corpus / "xrefrag" / "SCHEMA_train.jsonl"))
-    actors = EU_ACTORS + [t for t in terms if _ACTOR_HEAD.search(t)]
-
-    def load(split: str) -> list[GoldAnswer]:
-        if split == "golden":
-            return golden_answers(args.answers, args.distractors)
-        return xrefrag_answers(corpus, split, args.answers, args.distractors, args.seed)
-
-    splits = {name: variants_of(load(name), actors, args.seed) for name in args.splits}
+    splits = perturbed_splits(
+        args.corpus_dir, args.splits, args.answers, args.distractors, args.seed
+    )
     cache_dir = args.cache_dir or Path(tempfile.mkdtemp(prefix="support-onnx-"))
     judges = {
         backend.value: CrossEncoderSupportJudge(backend=backend, cache_dir=cache_dir)

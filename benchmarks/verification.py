@@ -402,6 +402,22 @@ def timing(verifiers: dict[str, CitationVerifier], variants: Variants, answers: 
     return {name: round(statistics.median(values), 1) for name, values in times.items()}
 
 
+def perturbed_splits(
+    corpus_dir: Path, names: Sequence[str], answers: int, distractors: int, seed: int
+) -> dict[str, Variants]:
+    """Each split's gold answers ("golden" or an XRefRAG split) with their perturbed variants."""
+    corpus = corpus_dir.resolve()
+    terms = collect_defined_terms(read_jsonl(corpus / "xrefrag" / "SCHEMA_train.jsonl"))
+    actors = EU_ACTORS + [t for t in terms if _ACTOR_HEAD.search(t)]
+
+    def load(split: str) -> list[GoldAnswer]:
+        if split == "golden":
+            return golden_answers(answers, distractors)
+        return xrefrag_answers(corpus, split, answers, distractors, seed)
+
+    return {name: variants_of(load(name), actors, seed) for name in names}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--corpus-dir", type=Path, default=DEFAULT_CORPUS_DIR)
@@ -418,17 +434,9 @@ def main() -> int:
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    corpus = args.corpus_dir.resolve()
-    terms = collect_defined_terms(read_jsonl(corpus / "xrefrag" / "SCHEMA_train.jsonl"))
-    actors = EU_ACTORS + [t for t in terms if _ACTOR_HEAD.search(t)]
-
-    def load(split: str) -> list[GoldAnswer]:
-        if split == "golden":
-            return golden_answers(args.answers, args.distractors)
-        return xrefrag_answers(corpus, split, args.answers, args.distractors, args.seed)
-
-    names = [args.calibrate, *args.report]
-    splits = {name: variants_of(load(name), actors, args.seed) for name in names}
+    splits = perturbed_splits(
+        args.corpus_dir, [args.calibrate, *args.report], args.answers, args.distractors, args.seed
+    )
     model = CrossEncoderSupportJudge()
     judge = CachedJudge(model)
     today = CitationVerifier(judge)
