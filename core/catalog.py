@@ -476,7 +476,7 @@ def _interrupt(row: JobRow, reason: str) -> None:
 
 
 METADATA_FIELDS = frozenset(
-    {"jurisdiction", "regulator", "document_type", "effective_date", "version"}
+    {"jurisdiction", "regulator", "document_type", "effective_date", "version", "aliases"}
 )
 
 

@@ -86,6 +86,10 @@ class DocumentFields(BaseModel):
     access_groups: list[str] = Field(
         default_factory=list, description="Groups allowed to read it; empty: the default policy."
     )
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="Other names questions use for it ('the cookie law'), beside its title's.",
+    )
 
 
 class Section(BaseModel):

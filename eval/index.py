@@ -9,6 +9,7 @@ from pathlib import Path
 
 from core.catalog import Job, JobStatus
 from core.settings import Settings
+from ingest.manifest import MANIFEST_NAMES
 from ingest.parsers import content_hash
 from ingest.pipeline import ProgressCallback, discover_files
 from retrieval.embedder import model_fingerprint, resolve_model_location
@@ -32,13 +33,21 @@ INDEX_FORMAT = 3
 
 
 def index_fingerprint(files: list[Path], settings: Settings) -> str:
-    description = {
+    manifests = sorted(
+        content_hash(folder / name)
+        for folder in {path.parent for path in files}
+        for name in MANIFEST_NAMES
+        if (folder / name).is_file()
+    )
+    description: dict[str, object] = {
         "files": sorted((path.name, content_hash(path)) for path in files),
         "settings": {name: getattr(settings, name) for name in INDEX_SETTINGS},
         # A model retrained under the same name must not reuse the old vectors.
         "weights": model_fingerprint(resolve_model_location(settings.embed_model)),
         "format": INDEX_FORMAT,
     }
+    if manifests:  # titles, groups and aliases come from the folders' manifests
+        description["manifests"] = manifests
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
 
 

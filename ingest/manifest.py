@@ -4,6 +4,7 @@ The manifest maps file names to metadata; the key `"*"` holds defaults for every
 
     "*": {jurisdiction: EU, regulator: European Commission, access_groups: [public]}
     gdpr.xhtml: {document_id: gdpr, title: GDPR, effective_date: 2018-05-25}
+    eprivacy.html: {document_id: eprivacy, aliases: [cookie law]}
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class ManifestEntry(BaseModel):
     effective_date: dt.date | None = None
     version: str | None = None
     access_groups: list[str] | None = None
+    aliases: list[str] | None = None
 
     def merged_over(self, defaults: ManifestEntry) -> ManifestEntry:
         return defaults.model_copy(update=self.model_dump(exclude_none=True))

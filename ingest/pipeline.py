@@ -605,11 +605,12 @@ class Ingestor:
         A title the manifest does not name stays the one recorded (it came from the document).
         """
         return DocumentFields.model_validate(
-            entry.model_dump(exclude={"document_id", "title", "access_groups"})
+            entry.model_dump(exclude={"document_id", "title", "access_groups", "aliases"})
             | {
                 "document_id": document_id,
                 "document_title": entry.title or known.title,
                 "access_groups": entry.access_groups or list(self._default_access_groups),
+                "aliases": entry.aliases or [],
             }
         )
 

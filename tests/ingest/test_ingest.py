@@ -140,6 +140,23 @@ class TestIngestor:
         assert (hit.document_id, hit.document_title) == ("pol-7", "Policy 7")
         assert hit.access_groups == ["public"]  # the default for documents that name none
 
+    def test_manifest_aliases_name_the_document_and_follow_a_manifest_change(
+        self, tmp_path: Path, embedder: Embedder
+    ) -> None:
+        docs = tmp_path / "docs"
+        docs.mkdir()
+        (docs / "p.md").write_text("# Policy\n\nCookies need consent before they are set.\n")
+        manifest = docs / "manifest.json"
+        manifest.write_text('{"p.md": {"document_id": "pol", "aliases": ["cookie law"]}}')
+        with services_for(make_settings(tmp_path / "data"), embedder) as services:
+            services.ingestor().run(discover_files([docs]))
+            assert services.document_names().find("What does the cookie law say?") == ("pol",)
+            manifest.write_text('{"p.md": {"document_id": "pol", "aliases": ["tracking rules"]}}')
+            services.ingestor().run(discover_files([docs]))
+            names = services.document_names()
+            assert names.find("And the tracking rules?") == ("pol",)
+            assert names.find("What does the cookie law say?") == ()
+
     def test_sentence_vectors_are_stored_once_and_follow_their_document(
         self, tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
     ) -> None:
