@@ -156,6 +156,11 @@ class RetrievedChunk(BaseModel):
         description="The chunk's stored dense vector, when the store returned it: the query path "
         "compares passages with the question without embedding them again.",
     )
+    cited_by: str | None = Field(
+        default=None,
+        description="The retrieved passage (chunk id) whose cross-reference brought this one in; "
+        "None for a passage the search itself found.",
+    )
 
 
 class Citation(BaseModel):
@@ -204,6 +209,16 @@ class AnswerPart(BaseModel):
         default_factory=list, description="Numbers of the passages retrieved for this part."
     )
     status: PartStatus = PartStatus.ANSWERED
+    standalone: str | None = Field(
+        default=None,
+        description="The part with the clause it refers back to ('how long must we keep them'), "
+        "as it was searched; None when its text stands alone.",
+    )
+
+    @property
+    def asked(self) -> str:
+        """What the part asks, on its own."""
+        return self.standalone or self.text
 
 
 class Usage(BaseModel):

@@ -126,9 +126,10 @@ class Settings(BaseSettings):
         default=30, ge=1, le=200, description="Fused candidates the cross-encoder re-scores."
     )
     expand_references: bool = Field(
-        default=False,
+        default=True,
         description="Add the passages that the best hits cite ('Rule 3.19.6', 'section 117 of "
-        "FSMR') after the hit citing them, looked up inside the store under the same filters.",
+        "FSMR', 'Article 33') after the hit citing them, looked up inside the store under the same "
+        "filters; extractive answers quote them beside the passage citing them.",
     )
     expand_from_top: int = Field(
         default=3, ge=1, le=50, description="How many of the best hits have references expanded."

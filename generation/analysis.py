@@ -31,6 +31,16 @@ _COMPARISON = re.compile(
 _LEAD_IN = re.compile(r"^(?:how|in what way)\s+(?:does|do|did|is|are)\s+", re.IGNORECASE)
 _MIN_PART_WORDS = 3
 _MAX_PARTS = 4
+# A clause that refers back to the one before ("what will that person do", "how long should we
+# keep them") or is too short to stand alone ("for how long") is searched with that clause.
+_REFERS_BACK = re.compile(
+    r"\b(?:that|this|those|these|it|its|them|such|the same|either|both|each|none)\b", re.IGNORECASE
+)
+_STANDALONE_WORDS = 5
+# A clause that only names where to look ("and under the GDPR"): the ask before it, per document.
+_ONLY_WHERE = re.compile(
+    r"^(?:(?:and|or)\s+)?(?:under|in|according to|for)\s+(?:the\s+)?\S.*$", re.IGNORECASE
+)
 # Title segments that name the document's kind, not the document: "Directive", "Regulation".
 _GENERIC = {"regulation", "directive", "act", "the", "rules", "rulebook", "guidance", "law"}
 
@@ -43,6 +53,11 @@ class QuestionPart:
     query: str
     documents: tuple[str, ...] = ()
     named: tuple[str, ...] = ()  # the documents the part's own words name (not its sentence's)
+    standalone: str = ""  # the part with the clause it refers back to; its text when it has none
+
+    def __post_init__(self) -> None:
+        if not self.standalone:
+            object.__setattr__(self, "standalone", self.text)
 
 
 @dataclass(frozen=True)
@@ -161,15 +176,26 @@ class QuestionAnalyzer:
         if not asks:
             asks = [sentences[-1]]
         context = " ".join(s for s in sentences if s not in asks)
+        framing = tuple(names.mentions(context))
         parts: list[QuestionPart] = []
         for sentence in asks:
-            named = names.mentions(sentence)
-            for clause in _clauses(sentence):
+            earlier: tuple[str, ...] = ()  # the documents the sentence's clauses so far name
+            previous = ""
+            for clause in _clauses(sentence, names):
                 if own := names.mentions(clause):
                     parts.extend(_per_document(clause, context, own))
-                else:  # searched in the documents its sentence names, if any
-                    documents = tuple(named)
-                    parts.append(QuestionPart(clause, _query(clause, context), documents))
+                    earlier = tuple(dict.fromkeys([*earlier, *own]))
+                else:  # searched where the clauses before it, or else the scenario, point
+                    standalone = _standalone(clause, previous)
+                    parts.append(
+                        QuestionPart(
+                            clause,
+                            _query(standalone, context),
+                            earlier or framing,
+                            standalone=standalone,
+                        )
+                    )
+                previous = clause
         if len(parts) > self.max_parts:
             parts = [*parts[: self.max_parts - 1], _merged(parts[self.max_parts - 1 :], context)]
         if len(parts) == 1:  # one part: search with the question exactly as asked
@@ -184,10 +210,16 @@ class QuestionAnalyzer:
         )
 
 
-def _clauses(sentence: str) -> list[str]:
-    """The asks of one question sentence; a fragment too short to search on joins its neighbour."""
+def _clauses(sentence: str, names: DocumentNames) -> list[str]:
+    """The asks of one question sentence; a fragment too short to search on joins its neighbour,
+    and one that only names another document ("... under the AI Act and under the GDPR") joins
+    the ask before it, which is then asked of each document."""
     pieces: list[str] = []
     for clause in _CLAUSE_BREAK.split(sentence):
+        where = clause.strip(" ,?")
+        if pieces and _ONLY_WHERE.match(where) and names.find(where) and not _asks(where):
+            pieces[-1] = f"{pieces[-1]} and {where}"
+            continue
         compared = _COMPARISON.split(clause)
         if len(compared) > 1:  # "How does X compare with Y": search X and Y
             compared[0] = _LEAD_IN.sub("", compared[0])
@@ -205,6 +237,17 @@ def _clauses(sentence: str) -> list[str]:
         else:
             clauses.append(piece)
     return [_as_question(clause) for clause in clauses] or [sentence]
+
+
+def _asks(text: str) -> bool:
+    return re.search(rf"\b(?:{_ASK})\b", text, re.IGNORECASE) is not None
+
+
+def _standalone(clause: str, previous: str) -> str:
+    """The clause with the one before it, when it refers back to it or is too short alone."""
+    if previous and (_REFERS_BACK.search(clause) or len(clause.split()) < _STANDALONE_WORDS):
+        return f"{previous} {clause}"
+    return clause
 
 
 def _as_question(clause: str) -> str:

@@ -20,7 +20,8 @@ class PartedContext:
 
 class PartRetriever:
     """Searches each part (a document the part names narrows its search to that document), then
-    interleaves the parts' rankings, best first, without repeats, up to the budget.
+    interleaves the parts' rankings, best first, without repeats, up to the budget; a passage that
+    reference expansion added comes right after the passage citing it, outside the budget.
 
     A single-part question is searched exactly as before: one search, `top_k` passages.
     """
@@ -52,20 +53,28 @@ class PartRetriever:
             for part in analysis.parts
         ]
         budget = min(self.max_passages, max(limit, self.per_part * len(rankings)))
+        found = [[hit for hit in ranking if hit.cited_by is None] for ranking in rankings]
         passages: list[RetrievedChunk] = []
         numbers: dict[str, int] = {}
         served: list[list[int]] = [[] for _ in rankings]
-        for depth in range(max(map(len, rankings), default=0)):
-            for index, ranking in enumerate(rankings):
+        searched = 0
+        for depth in range(max(map(len, found), default=0)):
+            for index, ranking in enumerate(found):
                 if depth >= len(ranking):
                     continue
-                chunk_id = ranking[depth].chunk.chunk_id
-                if chunk_id not in numbers:
-                    if len(passages) >= budget:
+                hit = ranking[depth]
+                if hit.chunk.chunk_id not in numbers:
+                    if searched >= budget:
                         continue
-                    passages.append(ranking[depth])
-                    numbers[chunk_id] = len(passages)
-                served[index].append(numbers[chunk_id])
+                    searched += 1
+                # The passages the hit cites come with it, outside the budget.
+                cited = [c for c in rankings[index] if c.cited_by == hit.chunk.chunk_id]
+                for passage in [hit, *cited]:
+                    chunk_id = passage.chunk.chunk_id
+                    if chunk_id not in numbers:
+                        passages.append(passage)
+                        numbers[chunk_id] = len(passages)
+                    served[index].append(numbers[chunk_id])
         parts = [_part(part, served[i]) for i, part in enumerate(analysis.parts)]
         return PartedContext(passages, parts)
 
@@ -84,4 +93,9 @@ def _narrowed(filters: SearchFilters | None, part: QuestionPart) -> SearchFilter
 
 
 def _part(part: QuestionPart, numbers: list[int]) -> AnswerPart:
-    return AnswerPart(text=part.text, documents=list(part.documents), passages=numbers)
+    return AnswerPart(
+        text=part.text,
+        documents=list(part.documents),
+        passages=numbers,
+        standalone=part.standalone if part.standalone != part.text else None,
+    )

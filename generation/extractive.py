@@ -22,9 +22,11 @@ class ExtractiveGenerator:
     The sentences' vectors come from `stored` (ingestion embedded them) where it has them.
 
     A one-part question gets up to `max_sentences` quotes; each part of a multi-part question gets
-    up to `per_part`, so that every part is answered. Every sentence is verbatim from a passage,
-    so every claim is supported by construction; this is the default when no model server is
-    configured.
+    up to `per_part`, so that every part is answered; the best sentence of a passage that a quoted
+    passage cites (reference expansion adds it) follows that quote, so a rule comes with the rule
+    it refers to.
+    Every sentence is verbatim from a passage, so every claim is supported by construction; this
+    is the default when no model server is configured.
     """
 
     def __init__(
@@ -32,7 +34,7 @@ class ExtractiveGenerator:
         embedder: Embedder,
         stored: SentenceVectors | None = None,
         max_sentences: int = 3,
-        per_part: int = 2,
+        per_part: int = 3,
         passages_considered: int = 3,
         min_words: int = QUOTABLE_MIN_WORDS,
     ) -> None:
@@ -68,20 +70,19 @@ class ExtractiveGenerator:
         texts = sorted({sentence for sentence, _ in candidates})
         row = {sentence: i for i, sentence in enumerate(texts)}
         vectors = self._sentence_vectors(texts)
-        queries = self._embedder.embed_cached([part.text for _, part in asked], TextRole.QUERY)
+        queries = self._embedder.embed_cached([part.asked for _, part in asked], TextRole.QUERY)
         limit = self.max_sentences if len(parts) == 1 else self.per_part
         quoted: set[str] = set()
         chosen: list[AnswerSentence] = []
         for (index, part), query in zip(asked, queries, strict=True):
-            numbers = set(part.passages[: self.passages_considered])
+            numbers = self._considered(part, passages)
             options = [(s, n) for s, n in candidates if n in numbers and s not in quoted]
             scores = [
                 float(vectors[row[s]] @ query) - _recital_penalty(passages[n - 1])
                 for s, n in options
             ]
-            for quote, number in _spread(
-                [options[int(i)] for i in np.argsort(-np.asarray(scores))], limit
-            ):
+            ranked = [options[int(i)] for i in np.argsort(-np.asarray(scores))]
+            for quote, number in _with_cited(_spread(ranked, limit), ranked, passages):
                 quoted.add(quote)
                 chosen.append(AnswerSentence(text=quote, citations=[number], part=index))
         text = " ".join(f"“{s.text}” [{s.citations[0]}]" for s in chosen)
@@ -112,15 +113,22 @@ class ExtractiveGenerator:
             [stored[t] if t in stored else computed[t] for t in texts], dtype=np.float32
         ).reshape(len(texts), self._embedder.dimension)
 
+    def _considered(self, part: AnswerPart, passages: list[RetrievedChunk]) -> list[int]:
+        """The part's first `passages_considered` passages that its search found, and the
+        passages they cite (reference expansion's): a rule is answered with the rule it refers to.
+        """
+        found = [n for n in part.passages if passages[n - 1].cited_by is None]
+        top = found[: self.passages_considered]
+        citing = {passages[n - 1].chunk.chunk_id for n in top}
+        return [n for n in part.passages if n in top or passages[n - 1].cited_by in citing]
+
     def _candidates(
         self, passages: list[RetrievedChunk], parts: list[AnswerPart]
     ) -> list[tuple[str, int]]:
         """(sentence, passage number) for the sentences of the passages any part considers; a
         sentence that several passages share (a rule repeated in two articles) is kept once, with
         the best-ranked of them."""
-        considered = sorted(
-            {n for part in parts for n in part.passages[: self.passages_considered]}
-        )
+        considered = sorted({n for part in parts for n in self._considered(part, passages)})
         first_source: dict[str, int] = {}
         for number in considered:
             for sentence in passage_sentences(passages[number - 1].chunk.text, self.min_words):
@@ -138,6 +146,23 @@ def _spread(ranked: list[tuple[str, int]], limit: int) -> list[tuple[str, int]]:
         (seconds if number in seen else firsts).append((sentence, number))
         seen.add(number)
     return (firsts + seconds)[:limit]
+
+
+def _with_cited(
+    chosen: list[tuple[str, int]], ranked: list[tuple[str, int]], passages: list[RetrievedChunk]
+) -> list[tuple[str, int]]:
+    """The chosen quotes, each followed by the best sentence of every passage its passage cites
+    (reference expansion's): a rule is quoted with the rule it refers to."""
+    quoted = {number for _, number in chosen}
+    result: list[tuple[str, int]] = []
+    for quote, number in chosen:
+        result.append((quote, number))
+        citing = passages[number - 1].chunk.chunk_id
+        for sentence, cited in ranked:
+            if cited not in quoted and passages[cited - 1].cited_by == citing:
+                quoted.add(cited)
+                result.append((sentence, cited))
+    return result
 
 
 def _recital_penalty(passage: RetrievedChunk) -> float:

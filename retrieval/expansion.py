@@ -37,8 +37,9 @@ def _reference_filter(base: models.Filter, reference: Reference, document_id: st
 
 
 class ReferenceExpander:
-    """Inserts the passages cited by the first `from_top` hits right after the hit citing them,
-    at most `max_added` in all, best match to the query first when a reference is ambiguous."""
+    """Adds the passages cited by the first `from_top` hits after the `top_k` hits, at most
+    `max_added` in all, best match to the query first when a reference is ambiguous. The ranking
+    itself is unchanged; the answer quotes a cited passage beside the passage citing it."""
 
     def __init__(self, store: VectorStore, from_top: int = 3, max_added: int = 3) -> None:
         if from_top < 1 or max_added < 1:
@@ -57,9 +58,9 @@ class ReferenceExpander:
         top_k: int,
     ) -> list[RetrievedChunk]:
         seen = {hit.chunk.chunk_id for hit in hits[:top_k]}
-        added: dict[int, list[RetrievedChunk]] = {}
+        added: list[RetrievedChunk] = []
         budget = self.max_added
-        for position, hit in enumerate(hits[: self.from_top]):
+        for hit in hits[: self.from_top]:
             for reference in extract_references(hit.chunk.text, hit.chunk.section_ref):
                 if budget == 0:
                     break
@@ -74,15 +75,12 @@ class ReferenceExpander:
                     if cited.chunk.chunk_id not in seen:
                         seen.add(cited.chunk.chunk_id)
                         # Ranked with the passage that cites it: scores stay in one scale.
-                        added.setdefault(position, []).append(
-                            cited.model_copy(update={"score": hit.score})
+                        added.append(
+                            cited.model_copy(
+                                update={"score": hit.score, "cited_by": hit.chunk.chunk_id}
+                            )
                         )
                         budget -= 1
                         break
-        if not added:
-            return hits[:top_k]
-        expanded: list[RetrievedChunk] = []
-        for position, hit in enumerate(hits):
-            expanded.append(hit)
-            expanded.extend(added.get(position, []))
-        return expanded[:top_k]
+        # After the ranking, which they leave as it is: each names the hit citing it (`cited_by`).
+        return hits[:top_k] + added

@@ -174,9 +174,11 @@ def retrieved(
     section: str = "Article 1",
     document_id: str = "gdpr",
     score: float = 0.5,
+    cited_by: str | None = None,
     **fields: object,
 ) -> RetrievedChunk:
-    """A retrieved passage built in memory (titled after its document id unless given)."""
+    """A retrieved passage built in memory (titled after its document id unless given);
+    `cited_by`: the passage whose reference brought it in."""
     chunk = Chunk.model_validate(
         {
             "chunk_id": chunk_id,
@@ -189,7 +191,7 @@ def retrieved(
             **fields,
         }
     )
-    return RetrievedChunk(chunk=chunk, score=score)
+    return RetrievedChunk(chunk=chunk, score=score, cited_by=cited_by)
 
 
 # GDPR Articles 33 and 5, as two retrieved passages.

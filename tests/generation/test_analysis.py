@@ -154,6 +154,47 @@ class TestQuestionAnalyzer:
         assert len(analysis.parts) == 2
         assert all(p.documents == ("gdpr",) for p in analysis.parts)
 
+    def test_a_part_takes_the_documents_named_before_it_never_after_it(self) -> None:
+        analysis = self.analyzer.run(
+            "Our SOC works to 800-53. Which control covers reporting incidents internally, and "
+            "what extra does the GDPR make us tell the regulator about a breach?"
+        )
+        assert [p.documents for p in analysis.parts] == [("nist-sp800-53",), ("gdpr",)]
+        unnamed = self.analyzer.run(
+            "What fines apply to breaking the rules, and how high are the GDPR's top fines?"
+        )
+        assert [p.documents for p in unnamed.parts] == [(), ("gdpr",)]
+
+    def test_a_part_that_refers_back_is_searched_with_the_part_before_it(self) -> None:
+        analysis = self.analyzer.run(
+            "We're a health app. Do we have to appoint a DPO, and what will that person be doing?"
+        )
+        first, second = analysis.parts
+        assert second.text == "What will that person be doing?"
+        assert second.standalone == "Do we have to appoint a DPO? What will that person be doing?"
+        assert second.query == f"We're a health app. {second.standalone}"
+        assert first.standalone == first.text  # stands alone: searched as it is
+
+    def test_a_part_too_short_to_stand_alone_is_searched_with_the_part_before_it(self) -> None:
+        analysis = self.analyzer.run(
+            "What documentation must we keep for a high-risk AI system, and for how long?"
+        )
+        assert [p.standalone for p in analysis.parts] == [
+            "What documentation must we keep for a high-risk AI system?",
+            "What documentation must we keep for a high-risk AI system? For how long?",
+        ]
+
+    def test_and_under_another_document_asks_the_same_of_each(self) -> None:
+        analysis = self.analyzer.run(
+            "An unhappy user thinks our AI product breaks the rules. Where can they complain "
+            "under the AI Act and under the GDPR?"
+        )
+        ask = "Where can they complain under the AI Act and under the GDPR?"
+        assert [(p.text, p.documents) for p in analysis.parts] == [
+            (f"{ask} (AI Act)", ("ai-act",)),
+            (f"{ask} (GDPR)", ("gdpr",)),
+        ]
+
     def test_at_most_max_parts(self) -> None:
         analysis = QuestionAnalyzer(max_parts=2).run("What is A? What is B? What is C?")
         assert len(analysis.parts) == 2
