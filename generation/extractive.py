@@ -22,9 +22,8 @@ class ExtractiveGenerator:
     The sentences' vectors come from `stored` (ingestion embedded them) where it has them.
 
     A one-part question gets up to `max_sentences` quotes; each part of a multi-part question gets
-    up to `per_part`, so that every part is answered; the best sentence of a passage that a quoted
-    passage cites (reference expansion adds it) follows that quote, so a rule comes with the rule
-    it refers to.
+    up to `per_part`, so that every part is answered. A passage that one of the top passages cites
+    (reference expansion adds it) is considered too, with one quote more for each.
     Every sentence is verbatim from a passage, so every claim is supported by construction; this
     is the default when no model server is configured.
     """
@@ -81,8 +80,10 @@ class ExtractiveGenerator:
                 float(vectors[row[s]] @ query) - _recital_penalty(passages[n - 1])
                 for s, n in options
             ]
-            ranked = [options[int(i)] for i in np.argsort(-np.asarray(scores))]
-            for quote, number in _with_cited(_spread(ranked, limit), ranked, passages):
+            cited = sum(passages[n - 1].cited_by is not None for n in numbers)
+            for quote, number in _spread(
+                [options[int(i)] for i in np.argsort(-np.asarray(scores))], limit + cited
+            ):
                 quoted.add(quote)
                 chosen.append(AnswerSentence(text=quote, citations=[number], part=index))
         text = " ".join(f"“{s.text}” [{s.citations[0]}]" for s in chosen)
@@ -146,23 +147,6 @@ def _spread(ranked: list[tuple[str, int]], limit: int) -> list[tuple[str, int]]:
         (seconds if number in seen else firsts).append((sentence, number))
         seen.add(number)
     return (firsts + seconds)[:limit]
-
-
-def _with_cited(
-    chosen: list[tuple[str, int]], ranked: list[tuple[str, int]], passages: list[RetrievedChunk]
-) -> list[tuple[str, int]]:
-    """The chosen quotes, each followed by the best sentence of every passage its passage cites
-    (reference expansion's): a rule is quoted with the rule it refers to."""
-    quoted = {number for _, number in chosen}
-    result: list[tuple[str, int]] = []
-    for quote, number in chosen:
-        result.append((quote, number))
-        citing = passages[number - 1].chunk.chunk_id
-        for sentence, cited in ranked:
-            if cited not in quoted and passages[cited - 1].cited_by == citing:
-                quoted.add(cited)
-                result.append((sentence, cited))
-    return result
 
 
 def _recital_penalty(passage: RetrievedChunk) -> float:
