@@ -39,7 +39,7 @@ def _reference_filter(base: models.Filter, reference: Reference, document_id: st
 class ReferenceExpander:
     """Adds the passages cited by the first `from_top` hits after the `top_k` hits, at most
     `max_added` in all, best match to the query first when a reference is ambiguous. The ranking
-    itself is unchanged; the answer quotes a cited passage beside the passage citing it."""
+    itself is unchanged; an answer weighs a cited passage with the passage citing it."""
 
     def __init__(self, store: VectorStore, from_top: int = 3, max_added: int = 3) -> None:
         if from_top < 1 or max_added < 1:
