@@ -50,7 +50,8 @@ class TestQueryRoute:
 
     def test_top_k_limits_passages(self, client: TestClient) -> None:
         body = client.post("/v1/query", json={"question": BREACH_QUESTION, "top_k": 2}).json()
-        assert len(body["passages"]) == 2
+        # The search's 2, then at most REGULUS_EXPAND_MAX_ADDED (3) passages that they cite.
+        assert 2 <= len(body["passages"]) <= 2 + 3
 
     @pytest.mark.parametrize(
         ("payload", "message"),
