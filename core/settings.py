@@ -128,8 +128,8 @@ class Settings(BaseSettings):
     expand_references: bool = Field(
         default=True,
         description="Add the passages that the best hits cite ('Rule 3.19.6', 'section 117 of "
-        "FSMR', 'Article 33') after the hit citing them, looked up inside the store under the same "
-        "filters; extractive answers quote them beside the passage citing them.",
+        "FSMR', 'Article 33') after the ranking, which stays as it is, looked up inside the store "
+        "under the same filters; extractive answers weigh each with the passage citing it.",
     )
     expand_from_top: int = Field(
         default=3, ge=1, le=50, description="How many of the best hits have references expanded."

@@ -28,6 +28,7 @@ _CLAUSE_BREAK = re.compile(
 _COMPARISON = re.compile(
     r"\s+(?:compares?|compared)\s+(?:with|to|against)\s+|\s+(?:versus|vs\.?)\s+", re.IGNORECASE
 )
+_ASKS = re.compile(rf"\b(?:{_ASK})\b", re.IGNORECASE)
 _LEAD_IN = re.compile(r"^(?:how|in what way)\s+(?:does|do|did|is|are)\s+", re.IGNORECASE)
 _MIN_PART_WORDS = 3
 _MAX_PARTS = 4
@@ -217,7 +218,7 @@ def _clauses(sentence: str, names: DocumentNames) -> list[str]:
     pieces: list[str] = []
     for clause in _CLAUSE_BREAK.split(sentence):
         where = clause.strip(" ,?")
-        if pieces and _ONLY_WHERE.match(where) and names.find(where) and not _asks(where):
+        if pieces and _ONLY_WHERE.match(where) and names.find(where) and not _ASKS.search(where):
             pieces[-1] = f"{pieces[-1]} and {where}"
             continue
         compared = _COMPARISON.split(clause)
@@ -237,10 +238,6 @@ def _clauses(sentence: str, names: DocumentNames) -> list[str]:
         else:
             clauses.append(piece)
     return [_as_question(clause) for clause in clauses] or [sentence]
-
-
-def _asks(text: str) -> bool:
-    return re.search(rf"\b(?:{_ASK})\b", text, re.IGNORECASE) is not None
 
 
 def _standalone(clause: str, previous: str) -> str:

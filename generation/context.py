@@ -54,6 +54,11 @@ class PartRetriever:
         ]
         budget = min(self.max_passages, max(limit, self.per_part * len(rankings)))
         found = [[hit for hit in ranking if hit.cited_by is None] for ranking in rankings]
+        cites: list[dict[str, list[RetrievedChunk]]] = [{} for _ in rankings]
+        for index, ranking in enumerate(rankings):
+            for hit in ranking:
+                if hit.cited_by is not None:
+                    cites[index].setdefault(hit.cited_by, []).append(hit)
         passages: list[RetrievedChunk] = []
         numbers: dict[str, int] = {}
         served: list[list[int]] = [[] for _ in rankings]
@@ -68,8 +73,7 @@ class PartRetriever:
                         continue
                     searched += 1
                 # The passages the hit cites come with it, outside the budget.
-                cited = [c for c in rankings[index] if c.cited_by == hit.chunk.chunk_id]
-                for passage in [hit, *cited]:
+                for passage in [hit, *cites[index].get(hit.chunk.chunk_id, [])]:
                     chunk_id = passage.chunk.chunk_id
                     if chunk_id not in numbers:
                         passages.append(passage)

@@ -63,7 +63,8 @@ class ExtractiveGenerator:
             for index, part in enumerate(parts, start=1)
             if part.status is not PartStatus.NOT_COVERED
         ]
-        candidates = self._candidates(passages, [part for _, part in asked])
+        considered = [self._considered(part, passages) for _, part in asked]
+        candidates = self._candidates(passages, considered)
         if not candidates:
             return Answer(text="", citations=[], model=EXTRACTIVE_MODEL, parts=parts)
         texts = sorted({sentence for sentence, _ in candidates})
@@ -73,8 +74,7 @@ class ExtractiveGenerator:
         limit = self.max_sentences if len(parts) == 1 else self.per_part
         quoted: set[str] = set()
         chosen: list[AnswerSentence] = []
-        for (index, part), query in zip(asked, queries, strict=True):
-            numbers = self._considered(part, passages)
+        for (index, _), query, numbers in zip(asked, queries, considered, strict=True):
             options = [(s, n) for s, n in candidates if n in numbers and s not in quoted]
             scores = [
                 float(vectors[row[s]] @ query) - _recital_penalty(passages[n - 1])
@@ -124,14 +124,13 @@ class ExtractiveGenerator:
         return [n for n in part.passages if n in top or passages[n - 1].cited_by in citing]
 
     def _candidates(
-        self, passages: list[RetrievedChunk], parts: list[AnswerPart]
+        self, passages: list[RetrievedChunk], considered: list[list[int]]
     ) -> list[tuple[str, int]]:
         """(sentence, passage number) for the sentences of the passages any part considers; a
         sentence that several passages share (a rule repeated in two articles) is kept once, with
         the best-ranked of them."""
-        considered = sorted({n for part in parts for n in self._considered(part, passages)})
         first_source: dict[str, int] = {}
-        for number in considered:
+        for number in sorted({n for numbers in considered for n in numbers}):
             for sentence in passage_sentences(passages[number - 1].chunk.text, self.min_words):
                 first_source.setdefault(sentence, number)
         return list(first_source.items())
