@@ -258,7 +258,29 @@ class CitationVerifier:
         cited = [[n for n in s.citations if 1 <= n <= len(passages)] for s in sentences]
         quotes = [quoted_in(c, numbers, passages) for c, numbers in zip(claims, cited, strict=True)]
         to_score = [row for row, quote in enumerate(quotes) if quote is None]
-        scores = self.scores([claims[row] for row in to_score], passages)
+        mismatches = [
+            self.mismatch(claims[row], cited[row], passages) if cited[row] else None
+            for row in to_score
+        ]
+        scores = self.scores(
+            [claims[row] for row in to_score], passages, [cited[row] for row in to_score]
+        )
+        # Only a sentence its own citations do not back is scored against the other passages
+        # (to move its citation or say why not): most sentences cost one passage's windows.
+        unbacked = [
+            i
+            for i, row in enumerate(to_score)
+            if mismatches[i] is not None
+            or not any(scores[i, n - 1] >= self.threshold for n in cited[row])
+        ]
+        if unbacked:
+            others = [
+                [n for n in range(1, len(passages) + 1) if n not in cited[to_score[i]]]
+                for i in unbacked
+            ]
+            scores[unbacked] += self.scores(
+                [claims[to_score[i]] for i in unbacked], passages, others
+            )
         verified = []
         for row, sentence in enumerate(sentences):
             quote = quotes[row]
@@ -266,7 +288,8 @@ class CitationVerifier:
                 update = verdict(cited[row] if quote in cited[row] else [quote], 1.0, True)
                 update["check"] = SupportCheck.QUOTED
             else:
-                update = self.decide(claims[row], cited[row], scores[to_score.index(row)], passages)
+                i = to_score.index(row)
+                update = self.decide(claims[row], cited[row], scores[i], passages, mismatches[i])
             verified.append(sentence.model_copy(update=update))
         supported = sum(1 for s in verified if s.supported)
         kept = [s for s in verified if s.supported or self.unsupported is UnsupportedPolicy.FLAG]
@@ -288,25 +311,39 @@ class CitationVerifier:
             }
         )
 
-    def scores(self, claims: list[str], passages: list[RetrievedChunk]) -> np.ndarray:
-        """The judge's support of each claim by each passage: its best window's score."""
+    def scores(
+        self,
+        claims: list[str],
+        passages: list[RetrievedChunk],
+        among: list[list[int]] | None = None,
+    ) -> np.ndarray:
+        """The judge's support of each claim by each passage (its best window's score), in one
+        judge call; with `among`, each claim only by the passages numbered there (0 elsewhere)."""
         windows = [passage_windows(p.chunk.text, self.window_words) for p in passages]
-        owners = [n for n, texts in enumerate(windows) for _ in texts]
-        flat = [text for texts in windows for text in texts]
+        everything = list(range(1, len(passages) + 1))
+        pairs: list[tuple[str, str]] = []
+        places: list[tuple[int, int]] = []
+        for row, claim in enumerate(claims):
+            for n in everything if among is None else among[row]:
+                pairs.extend((claim, text) for text in windows[n - 1])
+                places.extend((row, n - 1) for _ in windows[n - 1])
         scores = np.zeros((len(claims), len(passages)))
-        if flat and claims:
-            values = self.judge.score([(claim, text) for claim in claims for text in flat])
-            grid = np.asarray(values, dtype=np.float64).reshape(len(claims), len(flat))
-            for column, n in enumerate(owners):
-                scores[:, n] = np.maximum(scores[:, n], grid[:, column])
+        if pairs:
+            for (row, column), value in zip(places, self.judge.score(pairs), strict=True):
+                scores[row, column] = max(scores[row, column], value)
         return scores
 
     def decide(
-        self, claim: str, cited: list[int], scores: np.ndarray, passages: list[RetrievedChunk]
+        self,
+        claim: str,
+        cited: list[int],
+        scores: np.ndarray,
+        passages: list[RetrievedChunk],
+        mismatch: Mismatch | None,
     ) -> dict[str, object]:
-        """The verdict fields of one scored sentence: citations, support, check and reason."""
+        """The verdict fields of one scored sentence (`mismatch`: what the checks find against
+        its cited passages): citations, support, check and reason."""
         threshold = self.threshold
-        mismatch = self.mismatch(claim, cited, passages) if cited else None
         backing = [n for n in cited if scores[n - 1] >= threshold] if mismatch is None else []
         if not backing and self.reattribute:
             # Moving a citation takes the model's own calibrated confidence, not only the lower

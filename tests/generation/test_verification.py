@@ -263,8 +263,17 @@ class TestCheckedVerification:
         quoted, paraphrased = verified.sentences
         assert (quoted.check, quoted.supported, quoted.support) == (SupportCheck.QUOTED, True, 1.0)
         assert paraphrased.check is SupportCheck.MODEL
-        assert counting.pairs == len(PASSAGES)  # the paraphrase's pairs only
+        assert counting.pairs == 1  # the paraphrase, against the passage it cites, which backs it
         assert f"“{quote}.” [1]" in verified.text
+
+    def test_only_a_sentence_its_citation_does_not_back_is_scored_against_the_others(
+        self, judge: CrossEncoderSupportJudge
+    ) -> None:
+        counting = CountingJudge(judge)
+        answer = answer_citing(f"{SUPPORTED} [2]", PASSAGES)  # cites the wrong passage
+        (moved,) = CitationVerifier(counting, checker=FactChecker()).run(answer, PASSAGES).sentences
+        assert moved.supported and moved.citations == [1]
+        assert counting.pairs == len(PASSAGES)  # its citation first, then every other passage
 
     def test_a_span_that_the_passage_negates_or_conditions_is_not_a_quote(self) -> None:
         passages = [retrieved("p", text="The authority may publish the decision only if asked.")]
