@@ -55,10 +55,15 @@ class QuestionPart:
     documents: tuple[str, ...] = ()
     named: tuple[str, ...] = ()  # the documents the part's own words name (not its sentence's)
     standalone: str = ""  # the part with the clause it refers back to; its text when it has none
+    # The words that say what the part is about: for a part naming no document, its sentence's
+    # clauses up to it ("Under Virginia's act what is the fine, and is there a cure period?").
+    about: str = ""
 
     def __post_init__(self) -> None:
         if not self.standalone:
             object.__setattr__(self, "standalone", self.text)
+        if not self.about:
+            object.__setattr__(self, "about", self.standalone)
 
 
 @dataclass(frozen=True)
@@ -181,22 +186,23 @@ class QuestionAnalyzer:
         parts: list[QuestionPart] = []
         for sentence in asks:
             earlier: tuple[str, ...] = ()  # the documents the sentence's clauses so far name
-            previous = ""
+            before: list[str] = []  # the sentence's clauses so far
             for clause in _clauses(sentence, names):
                 if own := names.mentions(clause):
                     parts.extend(_per_document(clause, context, own))
                     earlier = tuple(dict.fromkeys([*earlier, *own]))
                 else:  # searched where the clauses before it, or else the scenario, point
-                    standalone = _standalone(clause, previous)
+                    standalone = _standalone(clause, before[-1] if before else "")
                     parts.append(
                         QuestionPart(
                             clause,
                             _query(standalone, context),
                             earlier or framing,
                             standalone=standalone,
+                            about=" ".join([*before, clause]),
                         )
                     )
-                previous = clause
+                before.append(clause)
         if len(parts) > self.max_parts:
             parts = [*parts[: self.max_parts - 1], _merged(parts[self.max_parts - 1 :], context)]
         if len(parts) == 1:  # one part: search with the question exactly as asked

@@ -213,13 +213,14 @@ class QueryPipeline:
     ) -> bool:
         """Whether the part's passages answer it: close enough to it (with the question's scenario),
         and, unless the part names an indexed document itself, about no law or place they never
-        mention."""
+        mention, in its words or in those of the clauses before it in its sentence ("Under the
+        DPF, how do we certify, and how often must we renew?" asks about the DPF twice)."""
         if not passages:
             return False
         if self.relevance is None:
             return True
         known = None if part.named else analysis.known_names
-        return self.relevance.run(part.query, passages, known, asked=part.text)
+        return self.relevance.run(part.query, passages, known, asked=part.about)
 
     def _result(
         self,

@@ -34,6 +34,13 @@ _ASKED_NAME = re.compile(
     rf"(?:\b(?i:under|in|by|per|from|of|to|with|according to|pursuant to)\s+(?:(?i:the)\s+)?"
     rf"(?P<after>{_NAME})|(?P<owner>{_NAME})['’]s\b|\b(?P<acronym>[A-Z][A-Za-z]*[A-Z][A-Z0-9]+)\b)"
 )
+# A law called by its name wherever the question puts it: "the Texas Data Privacy and Security
+# Act", "the EU Data Act"; indexed when an indexed document's name is part of it ("the EU AI Act").
+_INSTRUMENT = re.compile(
+    r"\b(?:[A-Z][\w’'-]*\s+(?:(?:and|of|for|on)\s+)?)+"
+    r"(?:Act|Law|Regulation|Directive|Code|Framework|Ordinance|Bill|Convention)\b"
+)
+_WORD = re.compile(r"[\w/()-]+")
 _LEADING = re.compile(r"^(?:(?:The|Under|In|For|And|Or|But|Does|Do|Is|Are|Can)\s+)+")
 _NOT_NAMES = {"what", "who", "that", "it", "there", "here", "where", "how", "let", "this", "i"}
 _OWNED = re.compile(r"\b(?:our|your|their|my|its|his|her)\s+$", re.IGNORECASE)
@@ -59,7 +66,19 @@ def foreign_names(
             continue
         if name not in missing:
             missing.append(name)
+    for match in _INSTRUMENT.finditer(question):
+        name = _LEADING.sub("", match.group())
+        if " " not in name or name.lower() in haystack or _names_any(name, known_lower):
+            continue
+        if name not in missing:
+            missing.append(name)
     return missing
+
+
+def _names_any(name: str, known: set[str]) -> bool:
+    """Whether one of the `known` names is among the name's words ("AI Act" in "EU AI Act")."""
+    words = " ".join(_WORD.findall(name.lower()))
+    return any(re.search(rf"(?<!\S){re.escape(known_name)}(?!\S)", words) for known_name in known)
 
 
 def _initialisms(text: str) -> set[str]:

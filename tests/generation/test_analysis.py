@@ -184,6 +184,17 @@ class TestQuestionAnalyzer:
             "What documentation must we keep for a high-risk AI system? For how long?",
         ]
 
+    def test_a_part_naming_no_document_is_about_what_its_sentence_names_before_it(self) -> None:
+        analysis = self.analyzer.run(
+            "We sell in Virginia. What is the top fine under Virginia's privacy act, and is "
+            "there a cure period before anyone can sue? Who enforces the GDPR?"
+        )
+        fine, cure, enforce = analysis.parts
+        assert fine.about == "What is the top fine under Virginia's privacy act?"
+        assert cure.about == f"{fine.about} Is there a cure period before anyone can sue?"
+        assert enforce.about == enforce.text  # a sentence of its own; the scenario is not asked
+        assert cure.standalone == cure.text  # stands alone: searched as it is
+
     def test_and_under_another_document_asks_the_same_of_each(self) -> None:
         analysis = self.analyzer.run(
             "An unhappy user thinks our AI product breaks the rules. Where can they complain "

@@ -67,3 +67,16 @@ class TestMultiPartQuestions:
         ]
         assert [p.status for p in final[0].result.answer.parts] == [p.status for p in plain.parts]
         assert final[0].result.answer.text == plain.text
+
+    def test_a_part_referring_back_to_an_unindexed_law_is_not_covered_either(
+        self, services: Services
+    ) -> None:
+        question = (
+            "Under Ruritania's Privacy Ordinance, when must a personal data breach be notified, "
+            "and how soon must that notification reach the people affected?"
+        )
+        pipeline = services.query_pipeline(audited=False)
+        answer = pipeline.run(question, services.anonymous_principal()).answer
+        assert len(answer.parts) == 2
+        assert [p.status for p in answer.parts] == [PartStatus.NOT_COVERED] * 2
+        assert answer.refused

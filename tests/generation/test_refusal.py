@@ -24,6 +24,12 @@ class TestForeignNames:
             ("Do we need a business associate agreement under HIPAA?", ["HIPAA"]),
             ("How much notice must an employee in France get?", ["France"]),
             ("Under DORA, when is the initial notification due?", ["DORA"]),
+            ("Does the Ohio Data Protection Act cover us?", ["Ohio Data Protection Act"]),
+            ("What notice does the EU Cyber Resilience Act require?", ["EU Cyber Resilience Act"]),
+            (
+                "Does the Ruritanian Data Protection and Privacy Act apply?",
+                ["Ruritanian Data Protection and Privacy Act"],
+            ),
         ],
     )
     def test_a_law_or_place_the_passages_never_mention_is_named(
@@ -39,6 +45,9 @@ class TestForeignNames:
             "Can our CEO's assistant be the officer?",  # ours, not a law
             "What's the deadline, and who's in charge?",
             "How does the AI Act's ban compare with the 800-53 controls?",
+            "What does the EU AI Act say about deepfakes?",  # an indexed name within the name
+            "Does the General Data Protection Regulation apply to us?",
+            "Can we rely on Binding Corporate Rules?",  # rules, not a law
         ],
     )
     def test_names_the_passages_or_documents_know_are_not_foreign(self, question: str) -> None:
