@@ -361,8 +361,11 @@ def variants_of(answers: list[GoldAnswer], actors: Sequence[str], seed: int) -> 
     return out
 
 
-def flagged_shares(verifier: CitationVerifier, variants: Variants) -> dict[str, tuple[int, int]]:
-    """Per kind: (sentences flagged, sentences)."""
+def flagged_shares(
+    verifier: CitationVerifier, variants: Variants, misses: list[dict] | None = None
+) -> dict[str, tuple[int, int]]:
+    """Per kind: (sentences flagged, sentences). With `misses`, each catch left unflagged and each
+    false alarm is appended to it (kind, sentence, citations before and after, support, reason)."""
     shares = {}
     for kind, items in variants.answers.items():
         flagged = total = 0
@@ -370,6 +373,15 @@ def flagged_shares(verifier: CitationVerifier, variants: Variants) -> dict[str, 
             verified = verifier.run(answer, passages)
             flagged += sum(s.supported is False for s in verified.sentences)
             total += len(verified.sentences)
+            if misses is None:
+                continue
+            for before, after in zip(answer.sentences, verified.sentences, strict=True):
+                if (after.supported is False) == (kind in FALSE_ALARMS):
+                    misses.append({
+                        "kind": kind, "sentence": before.text, "cited": before.citations,
+                        "citations": after.citations, "support": round(after.support or 0, 3),
+                        "check": str(after.check), "reason": after.reason,
+                    })  # fmt: skip
         shares[kind] = (flagged, total)
     return shares
 
@@ -399,7 +411,7 @@ def timing(verifiers: dict[str, CitationVerifier], variants: Variants, answers: 
             started = time.perf_counter()
             verifier.run(answer, passages)
             times[name].append((time.perf_counter() - started) * 1000)
-    return {name: round(statistics.median(values), 1) for name, values in times.items()}
+    return {name: round(statistics.median(values), 1) for name, values in times.items() if values}
 
 
 def perturbed_splits(
@@ -425,8 +437,18 @@ def main() -> int:
     parser.add_argument("--distractors", type=int, default=3)
     parser.add_argument("--calibrate", default="SCHEMA", help="the split thresholds are fit on")
     parser.add_argument("--report", nargs="+", default=["DPEL", "golden"])
-    parser.add_argument("--timed-answers", type=int, default=20)
+    parser.add_argument("--timed-answers", type=int, default=20, help="0: no timing")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--splits",
+        nargs="+",
+        help="report only these of the calibration and report splits (calibration still runs)",
+    )
+    parser.add_argument(
+        "--show-misses",
+        action="store_true",
+        help="print the checked verifier's missed catches and false alarms per split and kind",
+    )
     parser.add_argument(
         "--write-threshold",
         action="store_true",
@@ -456,16 +478,22 @@ def main() -> int:
         "threshold_checked": threshold,
         "splits": {},
     }
+    misses: dict[str, list[dict]] = {}
     for name, variants in splits.items():
+        if args.splits and name not in args.splits:
+            continue
         table = {}
         for verifier_name, verifier in (("today", today), ("checked", checked(threshold))):
-            shares = flagged_shares(verifier, variants)
+            wrong = misses.setdefault(name, []) if verifier_name == "checked" else None
+            shares = flagged_shares(verifier, variants, wrong if args.show_misses else None)
             table[verifier_name] = {
                 kind: f"{flagged}/{total} = {flagged / total:.0%}"
                 for kind, (flagged, total) in sorted(shares.items())
             }
         report["splits"][name] = table  # type: ignore[index]
     report_split = splits[args.report[0]]
+    if args.timed_answers < 1:  # no timing asked for
+        report_split = Variants()
     uncached_today = CitationVerifier(model)
     uncached_checked = CitationVerifier(model, checker=checker, threshold=threshold)
     report["ms_per_answer_median"] = timing(
@@ -473,6 +501,16 @@ def main() -> int:
     )
     report["load_average"] = os.getloadavg()
     print(json.dumps(report, indent=2))
+    if args.show_misses:
+        for name, wrong in misses.items():
+            for item in sorted(wrong, key=lambda m: (m["kind"] in FALSE_ALARMS, m["kind"])):
+                what = "false alarm" if item["kind"] in FALSE_ALARMS else "missed"
+                moved = f" -> {item['citations']}" if item["citations"] != item["cited"] else ""
+                print(
+                    f"[{name}] {what} {item['kind']}: {item['sentence']}\n"
+                    f"    cited {item['cited']}{moved}, support {item['support']}, "
+                    f"{item['check']}: {item['reason']}"
+                )
     return 0
 
 
