@@ -313,8 +313,19 @@ class CitationVerifier:
             # threshold that the checks make safe beside it: a passage that merely lacks the
             # facts to contradict the sentence (no number, no modal) passes the checks.
             floor = max(threshold, self.judge.threshold)
+            # A sentence whose cited passages the judge finds backing it, but which names a
+            # reference they do not, is about them and names the wrong rule: it moves only to a
+            # passage the judge finds closer to it ("subject to Rule 3.10.16" for the cited
+            # passage's "Rule 3.10.15" does not move to Rule 3.10.16, on another matter). An
+            # actor or a number may rightly come from another passage the answer draws on.
+            best_cited = max((scores[n - 1] for n in cited), default=0.0)
+            matter = (
+                mismatch is not None
+                and mismatch.kind is SupportCheck.REFERENCE
+                and best_cited >= threshold
+            )
             for n in np.argsort(-scores, kind="stable") + 1:
-                if scores[n - 1] < floor:
+                if scores[n - 1] < floor or (matter and scores[n - 1] <= best_cited):
                     break
                 if n not in cited and self.backs(claim, int(n), passages, mismatch):
                     backing = [int(n)]

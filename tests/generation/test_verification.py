@@ -246,6 +246,48 @@ class TestCheckedVerification:
         ).sentences
         assert (kept.supported, kept.check, kept.citations) == (False, SupportCheck.MODALITY, [1])
 
+    def test_a_wrong_reference_moves_only_to_a_passage_closer_to_the_sentence(self) -> None:
+        """A sentence its cited passage backs, but naming a rule that passage does not name, is
+        about that passage: another passage naming the rule takes it only when the judge finds
+        that one closer; an actor from another passage moves the citation as before."""
+        cited = "A deduction must be calculated on the gross long positions, under Rule 3.10.15."
+        passages = [
+            retrieved("cited", text=cited),
+            retrieved("other", text="For the purposes of Rule 3.10.16, the amount is multiplied."),
+        ]
+
+        class Scores:  # the cited passage backs the sentences best, the other one well enough
+            name, threshold = "fixed", 0.4
+
+            def __init__(self, other: float) -> None:
+                self.other = other
+
+            def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+                return [0.9 if text == cited else self.other for _, text in pairs]
+
+        wrong = "A deduction must be calculated on the gross long positions, under Rule 3.10.16."
+        answer = answer_citing(f"{wrong} [1]", passages)
+        (kept,) = (
+            CitationVerifier(Scores(0.6), checker=FactChecker()).run(answer, passages).sentences
+        )
+        assert (kept.supported, kept.check, kept.citations) == (False, SupportCheck.REFERENCE, [1])
+        (moved,) = (
+            CitationVerifier(Scores(0.95), checker=FactChecker()).run(answer, passages).sentences
+        )
+        assert (moved.supported, moved.citations) == (True, [2])
+        # Not for an actor: an answer sentence may take it from another passage it draws on.
+        actor = [
+            retrieved("cited", text=cited),
+            retrieved("other", text="The Authorised Person must deduct the amount."),
+        ]
+        claim = "The Authorised Person must calculate a deduction on the gross long positions."
+        (drawn,) = (
+            CitationVerifier(Scores(0.6), checker=FactChecker())
+            .run(answer_citing(f"{claim} [1]", actor), actor)
+            .sentences
+        )
+        assert (drawn.supported, drawn.citations) == (True, [2])
+
     def test_a_low_score_says_so(self, judge: CrossEncoderSupportJudge) -> None:
         answer = answer_citing("Encryption keeps stored backups unreadable. [1]", PASSAGES)
         (sentence,) = CitationVerifier(judge, checker=FactChecker()).run(answer, PASSAGES).sentences
