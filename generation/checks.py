@@ -741,14 +741,42 @@ def _reference_keys(text: str) -> set[str]:
 
 
 def _check_references(claim: str, evidence: str, own_keys: Collection[str]) -> Mismatch | None:
-    cited = _reference_keys(evidence) | set(own_keys)
-    for match in _REFERENCE_TEXT.finditer(_ABBREVIATION.sub("Article ", claim)):
+    named = _reference_keys(evidence)
+    cited = named | set(own_keys)
+    claim = _ABBREVIATION.sub("Article ", claim)
+    for match in _REFERENCE_TEXT.finditer(claim):
         keys = _reference_keys(match.group(0))
         if keys and not keys & cited:
             return Mismatch(
                 SupportCheck.REFERENCE,
                 f"reference {match.group(0).strip()} not in the cited passage",
             )
+        if keys and not keys & named and (other := _named_instead(claim, match, evidence)):
+            return Mismatch(
+                SupportCheck.REFERENCE,
+                f"reference {match.group(0).strip()} not in the cited passage (it says {other})",
+            )
+    return None
+
+
+def _label(reference: str) -> str:
+    return _actor_key(reference.split()[0])  # "Chapters 4 and 5" -> "chapter"
+
+
+def _named_instead(claim: str, match: re.Match[str], evidence: str) -> str | None:
+    """A reference of the same kind the passage names for what the sentence attributes to its
+    own place: "Credit RWAs calculated under Chapter 3" in a passage of Chapter 3 that says
+    "Credit RWAs have to be calculated in accordance with Chapter 4". The passage's own chapter
+    or rule number backs a reference only where its text names no other one on that matter (two
+    words of the eight before each reference)."""
+    label = _label(match.group(0))
+    context = _content_stems(" ".join(claim[: match.start()].split()[-8:]))
+    for other in _REFERENCE_TEXT.finditer(evidence):
+        if _label(other.group(0)) != label:
+            continue
+        before = _content_stems(" ".join(evidence[: other.start()].split()[-8:]))
+        if len(before & context) >= 2:
+            return other.group(0).strip()
     return None
 
 

@@ -394,3 +394,23 @@ class TestGeneralRules:
             None,
         )
         assert finding(checker, "It shall act within 3 months.", rule) == (None, None)
+
+    def test_the_passages_own_chapter_does_not_back_another_on_its_matter(
+        self, checker: FactChecker
+    ) -> None:
+        rule = retrieved(
+            "3.18.5",
+            section="",
+            section_ref="3.18.5",  # Rule 3.18.5: in Chapter 3
+            text="Private sector credit exposures are those for which Credit RWAs have to be "
+            "calculated in accordance with Chapter 4, other than those to banks.",
+        ).chunk
+        claim = "Private sector exposures are those that require Credit RWAs calculated under "
+        kind, reason = finding(checker, claim + "Chapter 3.", rule)
+        assert kind == SupportCheck.REFERENCE and reason is not None and "Chapter 4" in reason
+        assert finding(checker, claim + "Chapter 4.", rule) == (None, None)
+        # Its own chapter, on a matter the passage cites no chapter for.
+        assert finding(checker, "Chapter 3 defines private sector credit exposures.", rule) == (
+            None,
+            None,
+        )
