@@ -321,7 +321,8 @@ class Modal:
 
 _stemmer = SnowballStemmer("english")
 _NOT_A_VERB = {"not", "be", "to", "the", "a", "an", "also", "in", "at", "as", "by", "on", "with"}
-_CLAUSE_END = re.compile(r"[;:]|\.\s|\s(?:unless|except|provided)\s")
+# "provided that" opens a condition; "information which is provided at the request" goes on.
+_CLAUSE_END = re.compile(r"[;:]|\.\s|\s(?:unless|except|provided\s+that)\s")
 _COORDINATED = re.compile(rf"\b(?:and|or)\s+(?:{_ADVERB}\s+)?([a-z]+)", re.IGNORECASE)
 _WORD = re.compile(r"[a-z]+", re.IGNORECASE)
 _ITEM = re.compile(r"\([a-z0-9]{1,4}\)\s+(?:be\s+|not\s+)?([a-z]+)", re.IGNORECASE)
@@ -484,6 +485,11 @@ def _governing(modal: Modal, stated: Sequence[Modal]) -> list[Modal]:
         governing = [
             m for m in stated if synonyms & m.reach and len((m.topic | m.subject) & words) >= 3
         ]
+    if not governing:  # so does the verb as a noun in its clause: "may agree on charges" for
+        # "must charge", "may use the details for direct marketing" for "must market"
+        governing = [
+            m for m in stated if modal.stem in m.topic and len((m.topic | m.subject) & others) >= 3
+        ]
     if len(governing) < 2:
         return governing
     shared = [len((m.topic | m.subject) & words) for m in governing]
@@ -504,14 +510,23 @@ def _aligned(modal: Modal, stated: Sequence[Modal], share: float = 0.5) -> Modal
     shares at least `share` of them and clearly more than any phrase of another force. Actors'
     names do not count: they recur across a passage's clauses ("the provider", "the deployer")."""
     topic = modal.topic - _actor_stems()
+    # A short clause ("may give reasons for the delay") is about its subject too ("a later
+    # notification"), as each passage phrase then is ("where the notification is not made ...").
+    short = len(topic) < 3
+    if short:
+        topic = (modal.topic | modal.subject) - _actor_stems()
     if len(topic) < 3:
         return None
-    ranked = sorted(stated, key=lambda m: len(m.topic & topic), reverse=True)
-    if not ranked or len(ranked[0].topic & topic) < share * len(topic):
+
+    def words(m: Modal) -> frozenset[str]:
+        return m.topic | m.subject if short else m.topic
+
+    ranked = sorted(stated, key=lambda m: len(words(m) & topic), reverse=True)
+    if not ranked or len(words(ranked[0]) & topic) < share * len(topic):
         return None
     best = ranked[0]
     rivals = [m for m in ranked[1:] if m.force != best.force]
-    if rivals and len(rivals[0].topic & topic) >= len(best.topic & topic):
+    if rivals and len(words(rivals[0]) & topic) >= len(words(best) & topic):
         return None
     return best
 

@@ -414,3 +414,45 @@ class TestGeneralRules:
             None,
             None,
         )
+
+    def test_the_verb_as_a_noun_in_a_passage_phrase_on_the_same_matter(
+        self, checker: FactChecker
+    ) -> None:
+        rule = passage(
+            "The Provider and the Customer may agree on charges for any information which is "
+            "provided at the request of the Customer where such information is additional."
+        )
+        flipped = "The Provider must charge the Customer for additional information it requests."
+        kind, reason = finding(checker, flipped, rule)
+        assert kind == SupportCheck.MODALITY and reason is not None and "'may" in reason
+        kept = "The Provider may charge the Customer for additional information it requests."
+        assert finding(checker, kept, rule) == (None, None)
+        # The noun in a phrase on another matter does not govern the verb.
+        other = passage("A Provider must keep records. It may agree on charges with its auditor.")
+        assert finding(checker, flipped, other) == (None, None)
+
+    def test_a_short_clause_is_aligned_by_its_subject_too(self, checker: FactChecker) -> None:
+        rule = passage(
+            "Where the notification is not made within 72 hours, it shall be accompanied by "
+            "reasons for the delay. The information may be provided in phases."
+        )
+        kind, reason = finding(checker, "A late notification may give reasons for the delay.", rule)
+        assert kind == SupportCheck.MODALITY and reason is not None and "'shall" in reason
+        assert finding(checker, "A late notification must give reasons for the delay.", rule) == (
+            None,
+            None,
+        )
+        # A short clause on a matter no phrase of the passage shares stays unaligned.
+        assert finding(checker, "A firm may give reasons for its choice of bank.", rule) == (
+            None,
+            None,
+        )
+
+    def test_provided_as_a_participle_does_not_end_the_clause(self, checker: FactChecker) -> None:
+        rule = passage(
+            "A Customer may agree on charges for information which is provided more frequently "
+            "than is specified. A firm must keep records."
+        )
+        claim = "Firms {} charge for information provided more frequently than specified."
+        assert finding(checker, claim.format("must"), rule)[0] == SupportCheck.MODALITY
+        assert finding(checker, claim.format("may"), rule) == (None, None)
