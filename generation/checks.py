@@ -258,7 +258,8 @@ _MODAL = re.compile(
     rf"|(?P<prohibited>(?:is|are|be|been)\s+(?:prohibited|forbidden|barred)\s+(?:from|to)?)"
     rf"|(?P<not_required>(?:is|are)\s+not\s+(?:required|obliged|obligated)\s+to)"
     rf"|(?P<obligation>{_OBLIGATION})|(?P<permission>{_PERMISSION})|(?P<ability>can|could|might))"
-    rf"(?P<negation>\s+not\b|\s+never\b|n't\b)?(?P<colon>\s*:)?(?:\s+\([a-z0-9]{{1,4}}\))?"
+    rf"(?P<negation>\s+not\b|\s+never\b|n't\b)?(?P<colon>\s*:)?"
+    rf"(?:\s+(?:\([a-z0-9]{{1,4}}\)|\d{{1,2}}\.))?"  # a list's first label: "must: (a)", "will: 1."
     rf"(?P<filler>(?:\s+(?:also|only|then|first|further|immediately|promptly|always|still"
     rf"|either|jointly|{_ADVERB}|be|been))*)"
     rf"\s+(?P<verb>[a-z]+)",
@@ -380,7 +381,7 @@ def modals(text: str) -> tuple[Modal, ...]:
     matches = [
         m
         for m in _MODAL.finditer(text)
-        if m.group("verb").lower() not in _NOT_A_VERB
+        if (m.group("verb").lower() not in _NOT_A_VERB or _existential(text, m))
         and not _NEED_IN_CONDITION.search(text, max(0, m.start() - 60), m.end())
     ]
     found = []
@@ -403,22 +404,59 @@ def modals(text: str) -> tuple[Modal, ...]:
         # The verb, the verbs coordinated with it ("identify ... and determine"), and, after an
         # adverbial ("shall without undue delay and, where feasible, ... notify"), what follows
         # its commas.
-        governed = [match.group("verb"), *_COORDINATED.findall(clause), *_ITEM.findall(clause)]
+        existential = _existential(text, match)
+        verb = "be" if existential else match.group("verb").lower()
+        governed = [verb, *_COORDINATED.findall(clause), *_ITEM.findall(clause)]
         if match.group("verb").lower() in _ADVERBIAL:
             governed += _AFTER_COMMA.findall(clause)
+        items = _numbered_items(text, match.end("colon")) if match.group("colon") else []
+        governed += [verb for verb, _ in items]
+        clause = " ".join([clause, *(item for _, item in items)])
         found.append(
             Modal(
-                force=_force(match),
-                verb=match.group("verb").lower(),
+                # "there must be no conflict": no conflict may exist
+                force=Force.PROHIBITION
+                if existential and match.group("verb").lower() == "no"
+                else _force(match),
+                verb=verb,
                 reach=frozenset(_verb_stem(w) for w in governed),
                 topic=_content_stems(clause),
                 subject=_content_stems(text[clause_start : match.start()]),
-                modal=" ".join(match.group(0)[: match.start("verb") - match.start()].split()),
+                modal=" ".join(
+                    match.group(0)[: match.start("verb") - match.start()].split()[
+                        : -1 if existential else None
+                    ]
+                ),
                 actor=_actor_key(named[-1]) if named else None,
                 scope=text[sentence_start:reach_end],
             )
         )
     return tuple(found)
+
+
+def _existential(text: str, match: re.Match[str]) -> bool:
+    """Whether the modal states that something is to exist: "there must be an Approved
+    Prospectus", "there may be a waiver", "there should be no conflict"."""
+    return (match.group("filler") or "").split()[-1:] == ["be"] and bool(
+        re.search(r"\bthere\s+$", text[max(0, match.start() - 7) : match.start()], re.I)
+    )
+
+
+# An item of a numbered list that goes on a sentence: "1. give written notice", "5. (when it has
+# reached its decision) notify the Applicant"; a paragraph opens with a capital ("8. The").
+_NUMBERED_ITEM = re.compile(r"(?<![\w.])(\d{1,2})\.\s+(?:\([^)]{0,80}\)\s*)?([a-z]+)([^;\n]*)")
+
+
+def _numbered_items(text: str, start: int) -> list[tuple[str, str]]:
+    """The verb and words of each item of the numbered list a modal's colon opens ("The
+    Regulator will: 1. give ...; 2. receive ..."), items 1, 2, 3 ... in turn, across the notes
+    between them; the list ends where the numbering does."""
+    found: list[tuple[str, str]] = []
+    for item in _NUMBERED_ITEM.finditer(text, start):
+        if int(item.group(1)) != len(found) + 1:
+            break
+        found.append((item.group(2), item.group(2) + item.group(3)))
+    return found
 
 
 # "when they need to advance the investigation": a necessity in a condition, not a rule.

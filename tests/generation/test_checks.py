@@ -456,3 +456,36 @@ class TestGeneralRules:
         claim = "Firms {} charge for information provided more frequently than specified."
         assert finding(checker, claim.format("must"), rule)[0] == SupportCheck.MODALITY
         assert finding(checker, claim.format("may"), rule) == (None, None)
+
+    def test_a_colon_governs_each_item_of_a_numbered_list(self, checker: FactChecker) -> None:
+        rule = passage(
+            "The Regulator will: 1. give written notice to the Applicant; The notice will state "
+            "why. 2. receive representations from the Applicant; It will normally only hear oral "
+            "representations on request. 3. (when it has reached its decision) notify the "
+            "Applicant concerned in writing."
+        )
+        claim = "The Regulator will {} the Applicant of its decision in writing."
+        kind, reason = finding(checker, claim.format("not notify"), rule)
+        assert kind == SupportCheck.MODALITY
+        assert reason is not None and "'will: 1. … notify'" in reason
+        assert finding(checker, claim.format("notify"), rule) == (None, None)
+        # A restarted numbering is another list: "1. notify" there is not governed by "will:".
+        restarted = passage(
+            "The Regulator will: 1. give written notice to the Applicant. Separately: 1. notify "
+            "the Applicant in writing of the fees. The Regulator may not notify other persons."
+        )
+        assert finding(checker, claim.format("not notify"), restarted) == (None, None)
+
+    def test_there_must_be_states_an_obligation(self, checker: FactChecker) -> None:
+        rule = passage(
+            "An Issuer cannot have Securities admitted to trading unless there is an Approved "
+            "Prospectus. An Issuer needs to have its Securities offered by way of an Approved "
+            "Prospectus."
+        )
+        kind, reason = finding(checker, "There may be an Approved Prospectus for trading.", rule)
+        assert kind == SupportCheck.MODALITY and reason is not None and "'may be'" in reason
+        assert finding(checker, "There must be an Approved Prospectus for trading.", rule) == (
+            None,
+            None,
+        )
+        assert finding(checker, "It may be an Approved Prospectus.", rule) == (None, None)
