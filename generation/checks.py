@@ -577,6 +577,8 @@ def _compatible(claim: Force, passage: Force) -> bool:
 
 
 _ALLOWED = (Force.PERMISSION, Force.ABILITY)
+_DEFINITION = re.compile(r"\b(?:is|are)\s*:|\b(?:means|includes|including|comprises)\b", re.I)
+_SCOPE_VERBS = frozenset(_stem(w) for w in ("include", "comprise", "cover", "encompass"))
 # A permission on a condition and a prohibition with an exception or a bound state one rule:
 # "may issue more only if the holders approve" = "must not issue more without their approval".
 _POSITIVE_CONDITION = re.compile(
@@ -595,6 +597,16 @@ _EXCLUSION = re.compile(r"\b(?:other(?:wise)?\s+than|except(?:ing)?|exclud\w*)\b
 _SENTENCES = re.compile(r"(?<=\.)\s+|\n")
 # "must be within the period" restates the bound of "may be authorised for no longer than".
 _BOUNDS = frozenset(["within", "under", "below", "above", "less", "more", "up", "between"])
+
+
+def _defines(modal: Modal, text: str) -> bool:
+    """Whether a sentence of the text on the phrase's matter (three of its words besides the
+    verb) defines something: "X is: (a) ...", "X means", "X includes"."""
+    words = (modal.topic | modal.subject) - {modal.stem}
+    return any(
+        _DEFINITION.search(sentence) and len(_content_stems(sentence) & words) >= 3
+        for sentence in _SENTENCES.split(text)
+    )
 
 
 def _excludes(modal: Modal, evidence: str) -> bool:
@@ -717,7 +729,17 @@ def _check_modality(claim: str, evidence: str) -> Mismatch | None:
                     f"the sentence says '{modal.governing(modal.verb)}', the cited passage states "
                     f"it without a negation ('{positive}')",
                 )
-        if stated and not any(m.force in stating for m in stated):
+        # What something "may include" describes its scope, which a definition states without a
+        # modal ("a Spot Commodity is: ... e) an Environmental Instrument"): no permission is
+        # needed where the passage defines the matter and no modal phrase of it is on that
+        # matter ("must ensure the disclosure contains: (1) the types of permits" is).
+        scope = modal.force in _ALLOWED and modal.stem in _SCOPE_VERBS
+        if scope:
+            words = (modal.topic | modal.subject) - {modal.stem}
+            scope = _defines(modal, evidence) and not any(
+                len((m.topic | m.subject) & words) >= 3 for m in stated
+            )
+        if stated and not scope and not any(m.force in stating for m in stated):
             return Mismatch(
                 SupportCheck.MODALITY,
                 f"the sentence says '{modal.governing(modal.verb)}'; the cited passage states no "

@@ -489,3 +489,23 @@ class TestGeneralRules:
             None,
         )
         assert finding(checker, "It may be an Approved Prospectus.", rule) == (None, None)
+
+    def test_may_include_restates_a_definition(self, checker: FactChecker) -> None:
+        rule = passage(
+            "A Spot Commodity is: (a) a good sold for cash and promptly delivered; (b) not a "
+            "contract under which delivery is to be made at a future date; and (c) an "
+            "Environmental Instrument, where deemed by the Regulator to be a carbon offset."
+        )
+        claim = "A Spot Commodity may include an Environmental Instrument deemed a carbon offset."
+        assert finding(checker, claim, rule) == (None, None)
+        # Not where a modal phrase of the passage is on that matter ...
+        required = passage(
+            "A Petroleum Reporting Entity must ensure the disclosure contains: (1) the types of "
+            "permits or licences held, including studies."
+        )
+        allowed = "A Petroleum Reporting Entity's disclosure may include the types of permits."
+        assert finding(checker, allowed, required)[0] == SupportCheck.MODALITY
+        # ... nor where the passage defines nothing on it.
+        plain = passage("A firm must disclose a report on mining exploration activities.")
+        covered = "The report may cover activities and expenses of mining exploration."
+        assert finding(checker, covered, plain)[0] == SupportCheck.MODALITY
