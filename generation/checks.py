@@ -756,6 +756,22 @@ def states_modality(claim: str, evidence: str) -> bool:
     return all(_governing(m, stated) or _aligned(m, stated) for m in modals(claim))
 
 
+def confirms(claim: str, evidence: str) -> bool:
+    """Whether the passage confirms what the sentence states, beyond not contradicting it: each
+    of its modal phrases governed by, or on the same matter as, a passage phrase of a compatible
+    force, and each actor it names named there; a sentence with no modal confirms nothing."""
+    stated = modals(evidence)
+    claimed = modals(claim)
+    if not claimed or not actors(claim) <= actors(evidence):
+        return False
+    for modal in claimed:
+        aligned = _aligned(modal, stated)
+        phrases = _governing(modal, stated) or ([aligned] if aligned else [])
+        if not any(_compatible(modal.force, phrase.force) for phrase in phrases):
+            return False
+    return True
+
+
 _CONDITION = re.compile(
     r"\b(?:only|if|where|when|subject\s+to|exempt\w*|exemption|waiv\w+|derogat\w+"
     r"|otherwise\s+than|or\s+(?:to\s+)?explain)\b",  # "comply ... or explain its non-compliance"

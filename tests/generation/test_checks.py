@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from core.models import SupportCheck
-from generation.checks import Evidence, FactChecker, quantities
+from generation.checks import Evidence, FactChecker, confirms, quantities
 from tests.helpers import retrieved
 
 ARTICLE_33 = retrieved(
@@ -509,3 +509,12 @@ class TestGeneralRules:
         plain = passage("A firm must disclose a report on mining exploration activities.")
         covered = "The report may cover activities and expenses of mining exploration."
         assert finding(checker, covered, plain)[0] == SupportCheck.MODALITY
+
+    def test_what_the_checks_confirm(self) -> None:
+        rule = "An Applicant must satisfy the Regulator that it has sufficient working capital."
+        # The modal on the same matter with a compatible force, and the actors named.
+        assert confirms("The Applicant must satisfy the Regulator that its capital suffices.", rule)
+        # Passing is not confirming: no modal, another force, an actor the passage lacks.
+        assert not confirms("The Applicant has sufficient working capital.", rule)
+        assert not confirms("The Applicant may satisfy the Regulator that it has capital.", rule)
+        assert not confirms("The Issuer must satisfy the Regulator that it has capital.", rule)

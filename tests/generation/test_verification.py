@@ -28,6 +28,7 @@ from generation.drafts import DraftNotFoundError, DraftSentence, DraftVerifier
 from generation.prompt import NOT_COVERED
 from generation.verification import (
     CHECKED_THRESHOLD_KEY,
+    CONFIRMED_THRESHOLD_KEY,
     DEFAULT_SUPPORT_MODEL,
     SUPPORT_SETTINGS_FILE,
     CitationVerifier,
@@ -349,8 +350,36 @@ class TestCheckedVerification:
         assert verifier is not None and verifier.checker is not None
         assert verifier.threshold == shipped.get(CHECKED_THRESHOLD_KEY, shipped["threshold"])
         assert verifier.judge.threshold == shipped["threshold"]
+        assert verifier.confirmed_threshold == shipped.get(CONFIRMED_THRESHOLD_KEY)
         chosen = load_verifier(make_settings(tmp_path, support_threshold=0.6))
         assert chosen is not None and chosen.threshold == chosen.judge.threshold == 0.6
+        assert chosen.confirmed_threshold is None  # a set threshold is the only one
+
+    def test_a_sentence_the_checks_confirm_needs_less_of_the_model(self) -> None:
+        rule = "An Applicant must satisfy the Regulator that it has sufficient working capital."
+        passages = [retrieved("rule", text=rule)]
+
+        class Low:  # the model finds the pair weakly supported
+            name, threshold = "low", 0.4
+
+            def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+                return [0.25] * len(pairs)
+
+        def verified(claim: str, confirmed: float | None) -> AnswerSentence:
+            verifier = CitationVerifier(
+                Low(), checker=FactChecker(), threshold=0.3, confirmed_threshold=confirmed
+            )
+            (sentence,) = verifier.run(answer_citing(f"{claim} [1]", passages), passages).sentences
+            return sentence
+
+        confirmed = "The Applicant must satisfy the Regulator that its working capital suffices."
+        assert verified(confirmed, 0.2).supported is True
+        assert verified(confirmed, None).supported is False  # without the lower bar
+        # Passing the checks without their confirming anything (no modal) is not enough.
+        plain = "The Applicant has sufficient working capital for the Regulator."
+        assert verified(plain, 0.2).supported is False
+        with pytest.raises(ValueError, match="confirmed_threshold"):
+            CitationVerifier(Low(), checker=FactChecker(), confirmed_threshold=1.2)
 
     def test_threshold_must_be_a_probability(self, judge: CrossEncoderSupportJudge) -> None:
         with pytest.raises(ValueError, match="threshold"):
