@@ -11,7 +11,9 @@ with what the passages state, without a model:
   ("Tier 1", "Level 2") must appear with the same label;
 - modality and polarity: obligation (shall, must, is required to), permission (may, can),
   prohibition (shall not, may not, is prohibited) and no obligation (need not), compared per verb
-  where the passage uses the sentence's verb on the same matter, and overall where it does not;
+  where the passage uses the sentence's verb on the same matter (as a verb, in the numbered list
+  a modal's colon opens, or as a noun: "may agree on charges" for "must charge"), and overall
+  where it does not ("may include" restates a definition);
   a prohibition of what the passage states plainly ("must not reference" against "references")
   and a positive phrase taking in what the passage excludes ("other than") are contradictions,
   while a conditional permission may restate a prohibition with an exception ("may issue more
@@ -22,7 +24,8 @@ with what the passages state, without a model:
 - actors (controller, processor, provider, Member State, Commission, Reporting Entity ...): named
   in the passage (a regulator's guidance that says "we" names the regulator), and the one the
   passage makes do what the sentence says;
-- references (Article 33(1), Rule 3.19.6, Section 62): cited by the passage or its section.
+- references (Article 33(1), Rule 3.19.6, Section 62): cited by the passage or its section (its
+  own chapter or number only where its text names no other of that kind on the same matter).
 
 A check fires only on something the sentence states that the passages contradict or lack; a
 sentence that says less than the passage (no number, no modal) passes.
