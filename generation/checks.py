@@ -11,7 +11,9 @@ with what the passages state, without a model:
   ("Tier 1", "Level 2") must appear with the same label;
 - modality and polarity: obligation (shall, must, is required to), permission (may, can),
   prohibition (shall not, may not, is prohibited) and no obligation (need not), compared per verb
-  where the passage uses the sentence's verb on the same matter, and overall where it does not;
+  where the passage uses the sentence's verb on the same matter (as a verb, in the numbered list
+  a modal's colon opens, or as a noun: "may agree on charges" for "must charge"), and overall
+  where it does not ("may include" restates a definition);
   a prohibition of what the passage states plainly ("must not reference" against "references")
   and a positive phrase taking in what the passage excludes ("other than") are contradictions,
   while a conditional permission may restate a prohibition with an exception ("may issue more
@@ -22,7 +24,8 @@ with what the passages state, without a model:
 - actors (controller, processor, provider, Member State, Commission, Reporting Entity ...): named
   in the passage (a regulator's guidance that says "we" names the regulator), and the one the
   passage makes do what the sentence says;
-- references (Article 33(1), Rule 3.19.6, Section 62): cited by the passage or its section.
+- references (Article 33(1), Rule 3.19.6, Section 62): cited by the passage or its section (its
+  own chapter or number only where its text names no other of that kind on the same matter).
 
 A check fires only on something the sentence states that the passages contradict or lack; a
 sentence that says less than the passage (no number, no modal) passes.
@@ -258,7 +261,8 @@ _MODAL = re.compile(
     rf"|(?P<prohibited>(?:is|are|be|been)\s+(?:prohibited|forbidden|barred)\s+(?:from|to)?)"
     rf"|(?P<not_required>(?:is|are)\s+not\s+(?:required|obliged|obligated)\s+to)"
     rf"|(?P<obligation>{_OBLIGATION})|(?P<permission>{_PERMISSION})|(?P<ability>can|could|might))"
-    rf"(?P<negation>\s+not\b|\s+never\b|n't\b)?(?P<colon>\s*:)?(?:\s+\([a-z0-9]{{1,4}}\))?"
+    rf"(?P<negation>\s+not\b|\s+never\b|n't\b)?(?P<colon>\s*:)?"
+    rf"(?:\s+(?:\([a-z0-9]{{1,4}}\)|\d{{1,2}}\.))?"  # a list's first label: "must: (a)", "will: 1."
     rf"(?P<filler>(?:\s+(?:also|only|then|first|further|immediately|promptly|always|still"
     rf"|either|jointly|{_ADVERB}|be|been))*)"
     rf"\s+(?P<verb>[a-z]+)",
@@ -321,7 +325,8 @@ class Modal:
 
 _stemmer = SnowballStemmer("english")
 _NOT_A_VERB = {"not", "be", "to", "the", "a", "an", "also", "in", "at", "as", "by", "on", "with"}
-_CLAUSE_END = re.compile(r"[;:]|\.\s|\s(?:unless|except|provided)\s")
+# "provided that" opens a condition; "information which is provided at the request" goes on.
+_CLAUSE_END = re.compile(r"[;:]|\.\s|\s(?:unless|except|provided\s+that)\s")
 _COORDINATED = re.compile(rf"\b(?:and|or)\s+(?:{_ADVERB}\s+)?([a-z]+)", re.IGNORECASE)
 _WORD = re.compile(r"[a-z]+", re.IGNORECASE)
 _ITEM = re.compile(r"\([a-z0-9]{1,4}\)\s+(?:be\s+|not\s+)?([a-z]+)", re.IGNORECASE)
@@ -379,7 +384,7 @@ def modals(text: str) -> tuple[Modal, ...]:
     matches = [
         m
         for m in _MODAL.finditer(text)
-        if m.group("verb").lower() not in _NOT_A_VERB
+        if (m.group("verb").lower() not in _NOT_A_VERB or _existential(text, m))
         and not _NEED_IN_CONDITION.search(text, max(0, m.start() - 60), m.end())
     ]
     found = []
@@ -402,22 +407,59 @@ def modals(text: str) -> tuple[Modal, ...]:
         # The verb, the verbs coordinated with it ("identify ... and determine"), and, after an
         # adverbial ("shall without undue delay and, where feasible, ... notify"), what follows
         # its commas.
-        governed = [match.group("verb"), *_COORDINATED.findall(clause), *_ITEM.findall(clause)]
+        existential = _existential(text, match)
+        verb = "be" if existential else match.group("verb").lower()
+        governed = [verb, *_COORDINATED.findall(clause), *_ITEM.findall(clause)]
         if match.group("verb").lower() in _ADVERBIAL:
             governed += _AFTER_COMMA.findall(clause)
+        items = _numbered_items(text, match.end("colon")) if match.group("colon") else []
+        governed += [verb for verb, _ in items]
+        clause = " ".join([clause, *(item for _, item in items)])
         found.append(
             Modal(
-                force=_force(match),
-                verb=match.group("verb").lower(),
+                # "there must be no conflict": no conflict may exist
+                force=Force.PROHIBITION
+                if existential and match.group("verb").lower() == "no"
+                else _force(match),
+                verb=verb,
                 reach=frozenset(_verb_stem(w) for w in governed),
                 topic=_content_stems(clause),
                 subject=_content_stems(text[clause_start : match.start()]),
-                modal=" ".join(match.group(0)[: match.start("verb") - match.start()].split()),
+                modal=" ".join(
+                    match.group(0)[: match.start("verb") - match.start()].split()[
+                        : -1 if existential else None
+                    ]
+                ),
                 actor=_actor_key(named[-1]) if named else None,
                 scope=text[sentence_start:reach_end],
             )
         )
     return tuple(found)
+
+
+def _existential(text: str, match: re.Match[str]) -> bool:
+    """Whether the modal states that something is to exist: "there must be an Approved
+    Prospectus", "there may be a waiver", "there should be no conflict"."""
+    return (match.group("filler") or "").split()[-1:] == ["be"] and bool(
+        re.search(r"\bthere\s+$", text[max(0, match.start() - 7) : match.start()], re.I)
+    )
+
+
+# An item of a numbered list that goes on a sentence: "1. give written notice", "5. (when it has
+# reached its decision) notify the Applicant"; a paragraph opens with a capital ("8. The").
+_NUMBERED_ITEM = re.compile(r"(?<![\w.])(\d{1,2})\.\s+(?:\([^)]{0,80}\)\s*)?([a-z]+)([^;\n]*)")
+
+
+def _numbered_items(text: str, start: int) -> list[tuple[str, str]]:
+    """The verb and words of each item of the numbered list a modal's colon opens ("The
+    Regulator will: 1. give ...; 2. receive ..."), items 1, 2, 3 ... in turn, across the notes
+    between them; the list ends where the numbering does."""
+    found: list[tuple[str, str]] = []
+    for item in _NUMBERED_ITEM.finditer(text, start):
+        if int(item.group(1)) != len(found) + 1:
+            break
+        found.append((item.group(2), item.group(2) + item.group(3)))
+    return found
 
 
 # "when they need to advance the investigation": a necessity in a condition, not a rule.
@@ -484,6 +526,11 @@ def _governing(modal: Modal, stated: Sequence[Modal]) -> list[Modal]:
         governing = [
             m for m in stated if synonyms & m.reach and len((m.topic | m.subject) & words) >= 3
         ]
+    if not governing:  # so does the verb as a noun in its clause: "may agree on charges" for
+        # "must charge", "may use the details for direct marketing" for "must market"
+        governing = [
+            m for m in stated if modal.stem in m.topic and len((m.topic | m.subject) & others) >= 3
+        ]
     if len(governing) < 2:
         return governing
     shared = [len((m.topic | m.subject) & words) for m in governing]
@@ -504,14 +551,23 @@ def _aligned(modal: Modal, stated: Sequence[Modal], share: float = 0.5) -> Modal
     shares at least `share` of them and clearly more than any phrase of another force. Actors'
     names do not count: they recur across a passage's clauses ("the provider", "the deployer")."""
     topic = modal.topic - _actor_stems()
+    # A short clause ("may give reasons for the delay") is about its subject too ("a later
+    # notification"), as each passage phrase then is ("where the notification is not made ...").
+    short = len(topic) < 3
+    if short:
+        topic = (modal.topic | modal.subject) - _actor_stems()
     if len(topic) < 3:
         return None
-    ranked = sorted(stated, key=lambda m: len(m.topic & topic), reverse=True)
-    if not ranked or len(ranked[0].topic & topic) < share * len(topic):
+
+    def words(m: Modal) -> frozenset[str]:
+        return m.topic | m.subject if short else m.topic
+
+    ranked = sorted(stated, key=lambda m: len(words(m) & topic), reverse=True)
+    if not ranked or len(words(ranked[0]) & topic) < share * len(topic):
         return None
     best = ranked[0]
     rivals = [m for m in ranked[1:] if m.force != best.force]
-    if rivals and len(rivals[0].topic & topic) >= len(best.topic & topic):
+    if rivals and len(words(rivals[0]) & topic) >= len(words(best) & topic):
         return None
     return best
 
@@ -524,6 +580,8 @@ def _compatible(claim: Force, passage: Force) -> bool:
 
 
 _ALLOWED = (Force.PERMISSION, Force.ABILITY)
+_DEFINITION = re.compile(r"\b(?:is|are)\s*:|\b(?:means|includes|including|comprises)\b", re.I)
+_SCOPE_VERBS = frozenset(_stem(w) for w in ("include", "comprise", "cover", "encompass"))
 # A permission on a condition and a prohibition with an exception or a bound state one rule:
 # "may issue more only if the holders approve" = "must not issue more without their approval".
 _POSITIVE_CONDITION = re.compile(
@@ -542,6 +600,16 @@ _EXCLUSION = re.compile(r"\b(?:other(?:wise)?\s+than|except(?:ing)?|exclud\w*)\b
 _SENTENCES = re.compile(r"(?<=\.)\s+|\n")
 # "must be within the period" restates the bound of "may be authorised for no longer than".
 _BOUNDS = frozenset(["within", "under", "below", "above", "less", "more", "up", "between"])
+
+
+def _defines(modal: Modal, text: str) -> bool:
+    """Whether a sentence of the text on the phrase's matter (three of its words besides the
+    verb) defines something: "X is: (a) ...", "X means", "X includes"."""
+    words = (modal.topic | modal.subject) - {modal.stem}
+    return any(
+        _DEFINITION.search(sentence) and len(_content_stems(sentence) & words) >= 3
+        for sentence in _SENTENCES.split(text)
+    )
 
 
 def _excludes(modal: Modal, evidence: str) -> bool:
@@ -664,7 +732,17 @@ def _check_modality(claim: str, evidence: str) -> Mismatch | None:
                     f"the sentence says '{modal.governing(modal.verb)}', the cited passage states "
                     f"it without a negation ('{positive}')",
                 )
-        if stated and not any(m.force in stating for m in stated):
+        # What something "may include" describes its scope, which a definition states without a
+        # modal ("a Spot Commodity is: ... e) an Environmental Instrument"): no permission is
+        # needed where the passage defines the matter and no modal phrase of it is on that
+        # matter ("must ensure the disclosure contains: (1) the types of permits" is).
+        scope = modal.force in _ALLOWED and modal.stem in _SCOPE_VERBS
+        if scope:
+            words = (modal.topic | modal.subject) - {modal.stem}
+            scope = _defines(modal, evidence) and not any(
+                len((m.topic | m.subject) & words) >= 3 for m in stated
+            )
+        if stated and not scope and not any(m.force in stating for m in stated):
             return Mismatch(
                 SupportCheck.MODALITY,
                 f"the sentence says '{modal.governing(modal.verb)}'; the cited passage states no "
@@ -679,6 +757,22 @@ def states_modality(claim: str, evidence: str) -> bool:
     passes the modality check without confirming anything."""
     stated = modals(evidence)
     return all(_governing(m, stated) or _aligned(m, stated) for m in modals(claim))
+
+
+def confirms(claim: str, evidence: str) -> bool:
+    """Whether the passage confirms what the sentence states, beyond not contradicting it: each
+    of its modal phrases governed by, or on the same matter as, a passage phrase of a compatible
+    force, and each actor it names named there; a sentence with no modal confirms nothing."""
+    stated = modals(evidence)
+    claimed = modals(claim)
+    if not claimed or not actors(claim) <= actors(evidence):
+        return False
+    for modal in claimed:
+        aligned = _aligned(modal, stated)
+        phrases = _governing(modal, stated) or ([aligned] if aligned else [])
+        if not any(_compatible(modal.force, phrase.force) for phrase in phrases):
+            return False
+    return True
 
 
 _CONDITION = re.compile(
@@ -741,14 +835,42 @@ def _reference_keys(text: str) -> set[str]:
 
 
 def _check_references(claim: str, evidence: str, own_keys: Collection[str]) -> Mismatch | None:
-    cited = _reference_keys(evidence) | set(own_keys)
-    for match in _REFERENCE_TEXT.finditer(_ABBREVIATION.sub("Article ", claim)):
+    named = _reference_keys(evidence)
+    cited = named | set(own_keys)
+    claim = _ABBREVIATION.sub("Article ", claim)
+    for match in _REFERENCE_TEXT.finditer(claim):
         keys = _reference_keys(match.group(0))
         if keys and not keys & cited:
             return Mismatch(
                 SupportCheck.REFERENCE,
                 f"reference {match.group(0).strip()} not in the cited passage",
             )
+        if keys and not keys & named and (other := _named_instead(claim, match, evidence)):
+            return Mismatch(
+                SupportCheck.REFERENCE,
+                f"reference {match.group(0).strip()} not in the cited passage (it says {other})",
+            )
+    return None
+
+
+def _label(reference: str) -> str:
+    return _actor_key(reference.split()[0])  # "Chapters 4 and 5" -> "chapter"
+
+
+def _named_instead(claim: str, match: re.Match[str], evidence: str) -> str | None:
+    """A reference of the same kind the passage names for what the sentence attributes to its
+    own place: "Credit RWAs calculated under Chapter 3" in a passage of Chapter 3 that says
+    "Credit RWAs have to be calculated in accordance with Chapter 4". The passage's own chapter
+    or rule number backs a reference only where its text names no other one on that matter (two
+    words of the eight before each reference)."""
+    label = _label(match.group(0))
+    context = _content_stems(" ".join(claim[: match.start()].split()[-8:]))
+    for other in _REFERENCE_TEXT.finditer(evidence):
+        if _label(other.group(0)) != label:
+            continue
+        before = _content_stems(" ".join(evidence[: other.start()].split()[-8:]))
+        if len(before & context) >= 2:
+            return other.group(0).strip()
     return None
 
 

@@ -33,7 +33,7 @@ from core.models import (
 )
 from core.sentences import split_sentences
 from core.settings import BUILTIN_RERANKER, LLM_JUDGE, Settings
-from generation.checks import Evidence, FactChecker, Mismatch, states_modality
+from generation.checks import Evidence, FactChecker, Mismatch, confirms, states_modality
 from generation.citations import cite, cited_numbers, strip_markers
 from retrieval.embedder import export_onnx, onnx_session, resolve_model_location
 
@@ -45,6 +45,7 @@ transformers_logging.set_verbosity_error()
 DEFAULT_SUPPORT_MODEL = Path(__file__).resolve().parent / "models" / "regulus-support-minilm-l6"
 SUPPORT_SETTINGS_FILE = "support.json"  # written by train_support.py: {"threshold": ...}
 CHECKED_THRESHOLD_KEY = "threshold_with_checks"  # calibrated by benchmarks/verification.py
+CONFIRMED_THRESHOLD_KEY = "threshold_confirmed"  # the same, where the checks confirm the sentence
 _QUOTES = "“”\"‘’'"
 
 
@@ -95,6 +96,9 @@ class CrossEncoderSupportJudge:
             if threshold is not None
             else shipped_threshold(location, CHECKED_THRESHOLD_KEY, self._threshold)
         )
+        # Lower still where the checks confirm the sentence's modal and actors (none: no lower).
+        confirmed = shipped_threshold(location, CONFIRMED_THRESHOLD_KEY, -1.0)
+        self.confirmed_threshold = confirmed if threshold is None and confirmed > 0 else None
         self.batch_size = batch_size
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model = CrossEncoder(
@@ -225,8 +229,10 @@ class CitationVerifier:
     every retrieved passage in one judge call (long passages cut into windows of whole sentences
     that fit the model's input) and checked by the `FactChecker`: a sentence is supported by its
     cited passages when the best of them scores at or above `threshold` and the checks find
-    nothing it states that they contradict or lack. An unsupported sentence moves to the
-    best-scoring other passage that passes both, when `reattribute` is on.
+    nothing it states that they contradict or lack, or, with `confirmed_threshold`, when it scores
+    at or above that lower bar and the checks confirm its modal phrases and actors in them. An
+    unsupported sentence moves to the best-scoring other passage that passes both, when
+    `reattribute` is on.
     """
 
     def __init__(
@@ -237,17 +243,21 @@ class CitationVerifier:
         window_words: int = 150,
         checker: FactChecker | None = None,
         threshold: float | None = None,
+        confirmed_threshold: float | None = None,
     ) -> None:
         if window_words < 20:
             raise ValueError("window_words must be at least 20")
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise ValueError("threshold must be between 0 and 1")
+        if confirmed_threshold is not None and not 0.0 < confirmed_threshold < 1.0:
+            raise ValueError("confirmed_threshold must be between 0 and 1")
         self.judge = judge
         self.unsupported = UnsupportedPolicy(unsupported)
         self.reattribute = reattribute
         self.window_words = window_words
         self.checker = checker
         self.threshold = judge.threshold if threshold is None else threshold
+        self.confirmed_threshold = confirmed_threshold if checker is not None else None
 
     def run(self, answer: Answer, passages: list[RetrievedChunk]) -> Answer:
         if answer.refused or not answer.text.strip():
@@ -345,13 +355,30 @@ class CitationVerifier:
         its cited passages): citations, support, check and reason."""
         threshold = self.threshold
         backing = [n for n in cited if scores[n - 1] >= threshold] if mismatch is None else []
+        if not backing and mismatch is None and cited and self.confirmed_threshold is not None:
+            # The checks confirming the sentence's modal and actors lower the bar for the model.
+            near = [n for n in cited if scores[n - 1] >= self.confirmed_threshold]
+            evidence = Evidence.of(passages[n - 1].chunk for n in cited).text
+            if near and confirms(claim, evidence):
+                backing = near
         if not backing and self.reattribute:
             # Moving a citation takes the model's own calibrated confidence, not only the lower
             # threshold that the checks make safe beside it: a passage that merely lacks the
             # facts to contradict the sentence (no number, no modal) passes the checks.
             floor = max(threshold, self.judge.threshold)
+            # A sentence whose cited passages the judge finds backing it, but which names a
+            # reference they do not, is about them and names the wrong rule: it moves only to a
+            # passage the judge finds closer to it ("subject to Rule 3.10.16" for the cited
+            # passage's "Rule 3.10.15" does not move to Rule 3.10.16, on another matter). An
+            # actor or a number may rightly come from another passage the answer draws on.
+            best_cited = max((scores[n - 1] for n in cited), default=0.0)
+            matter = (
+                mismatch is not None
+                and mismatch.kind is SupportCheck.REFERENCE
+                and best_cited >= threshold
+            )
             for n in np.argsort(-scores, kind="stable") + 1:
-                if scores[n - 1] < floor:
+                if scores[n - 1] < floor or (matter and scores[n - 1] <= best_cited):
                     break
                 if n not in cited and self.backs(claim, int(n), passages, mismatch):
                     backing = [int(n)]
@@ -491,7 +518,7 @@ def load_verifier(settings: Settings) -> CitationVerifier | None:
     if settings.verifier is None:
         return None
     judge: SupportJudge
-    threshold = None  # the judge's own
+    threshold = confirmed = None  # the judge's own
     if settings.verifier == LLM_JUDGE:
         base_url = settings.verifier_base_url or settings.llm_base_url
         if not base_url:
@@ -512,6 +539,11 @@ def load_verifier(settings: Settings) -> CitationVerifier | None:
             cache_dir=models_dir() / "exports",
         )
         threshold = judge.checked_threshold
+        confirmed = judge.confirmed_threshold
     return CitationVerifier(
-        judge, unsupported=settings.unsupported, checker=FactChecker(), threshold=threshold
+        judge,
+        unsupported=settings.unsupported,
+        checker=FactChecker(),
+        threshold=threshold,
+        confirmed_threshold=confirmed,
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from core.models import SupportCheck
-from generation.checks import Evidence, FactChecker, quantities
+from generation.checks import Evidence, FactChecker, confirms, quantities
 from tests.helpers import retrieved
 
 ARTICLE_33 = retrieved(
@@ -394,3 +394,127 @@ class TestGeneralRules:
             None,
         )
         assert finding(checker, "It shall act within 3 months.", rule) == (None, None)
+
+    def test_the_passages_own_chapter_does_not_back_another_on_its_matter(
+        self, checker: FactChecker
+    ) -> None:
+        rule = retrieved(
+            "3.18.5",
+            section="",
+            section_ref="3.18.5",  # Rule 3.18.5: in Chapter 3
+            text="Private sector credit exposures are those for which Credit RWAs have to be "
+            "calculated in accordance with Chapter 4, other than those to banks.",
+        ).chunk
+        claim = "Private sector exposures are those that require Credit RWAs calculated under "
+        kind, reason = finding(checker, claim + "Chapter 3.", rule)
+        assert kind == SupportCheck.REFERENCE and reason is not None and "Chapter 4" in reason
+        assert finding(checker, claim + "Chapter 4.", rule) == (None, None)
+        # Its own chapter, on a matter the passage cites no chapter for.
+        assert finding(checker, "Chapter 3 defines private sector credit exposures.", rule) == (
+            None,
+            None,
+        )
+
+    def test_the_verb_as_a_noun_in_a_passage_phrase_on_the_same_matter(
+        self, checker: FactChecker
+    ) -> None:
+        rule = passage(
+            "The Provider and the Customer may agree on charges for any information which is "
+            "provided at the request of the Customer where such information is additional."
+        )
+        flipped = "The Provider must charge the Customer for additional information it requests."
+        kind, reason = finding(checker, flipped, rule)
+        assert kind == SupportCheck.MODALITY and reason is not None and "'may" in reason
+        kept = "The Provider may charge the Customer for additional information it requests."
+        assert finding(checker, kept, rule) == (None, None)
+        # The noun in a phrase on another matter does not govern the verb.
+        other = passage("A Provider must keep records. It may agree on charges with its auditor.")
+        assert finding(checker, flipped, other) == (None, None)
+
+    def test_a_short_clause_is_aligned_by_its_subject_too(self, checker: FactChecker) -> None:
+        rule = passage(
+            "Where the notification is not made within 72 hours, it shall be accompanied by "
+            "reasons for the delay. The information may be provided in phases."
+        )
+        kind, reason = finding(checker, "A late notification may give reasons for the delay.", rule)
+        assert kind == SupportCheck.MODALITY and reason is not None and "'shall" in reason
+        assert finding(checker, "A late notification must give reasons for the delay.", rule) == (
+            None,
+            None,
+        )
+        # A short clause on a matter no phrase of the passage shares stays unaligned.
+        assert finding(checker, "A firm may give reasons for its choice of bank.", rule) == (
+            None,
+            None,
+        )
+
+    def test_provided_as_a_participle_does_not_end_the_clause(self, checker: FactChecker) -> None:
+        rule = passage(
+            "A Customer may agree on charges for information which is provided more frequently "
+            "than is specified. A firm must keep records."
+        )
+        claim = "Firms {} charge for information provided more frequently than specified."
+        assert finding(checker, claim.format("must"), rule)[0] == SupportCheck.MODALITY
+        assert finding(checker, claim.format("may"), rule) == (None, None)
+
+    def test_a_colon_governs_each_item_of_a_numbered_list(self, checker: FactChecker) -> None:
+        rule = passage(
+            "The Regulator will: 1. give written notice to the Applicant; The notice will state "
+            "why. 2. receive representations from the Applicant; It will normally only hear oral "
+            "representations on request. 3. (when it has reached its decision) notify the "
+            "Applicant concerned in writing."
+        )
+        claim = "The Regulator will {} the Applicant of its decision in writing."
+        kind, reason = finding(checker, claim.format("not notify"), rule)
+        assert kind == SupportCheck.MODALITY
+        assert reason is not None and "'will: 1. … notify'" in reason
+        assert finding(checker, claim.format("notify"), rule) == (None, None)
+        # A restarted numbering is another list: "1. notify" there is not governed by "will:".
+        restarted = passage(
+            "The Regulator will: 1. give written notice to the Applicant. Separately: 1. notify "
+            "the Applicant in writing of the fees. The Regulator may not notify other persons."
+        )
+        assert finding(checker, claim.format("not notify"), restarted) == (None, None)
+
+    def test_there_must_be_states_an_obligation(self, checker: FactChecker) -> None:
+        rule = passage(
+            "An Issuer cannot have Securities admitted to trading unless there is an Approved "
+            "Prospectus. An Issuer needs to have its Securities offered by way of an Approved "
+            "Prospectus."
+        )
+        kind, reason = finding(checker, "There may be an Approved Prospectus for trading.", rule)
+        assert kind == SupportCheck.MODALITY and reason is not None and "'may be'" in reason
+        assert finding(checker, "There must be an Approved Prospectus for trading.", rule) == (
+            None,
+            None,
+        )
+        assert finding(checker, "It may be an Approved Prospectus.", rule) == (None, None)
+
+    def test_may_include_restates_a_definition(self, checker: FactChecker) -> None:
+        rule = passage(
+            "A Spot Commodity is: (a) a good sold for cash and promptly delivered; (b) not a "
+            "contract under which delivery is to be made at a future date; and (c) an "
+            "Environmental Instrument, where deemed by the Regulator to be a carbon offset."
+        )
+        claim = "A Spot Commodity may include an Environmental Instrument deemed a carbon offset."
+        assert finding(checker, claim, rule) == (None, None)
+        # Not where a modal phrase of the passage is on that matter ...
+        required = passage(
+            "A Petroleum Reporting Entity must ensure the disclosure contains: (1) the types of "
+            "permits or licences held, including studies."
+        )
+        allowed = "A Petroleum Reporting Entity's disclosure may include the types of permits."
+        assert finding(checker, allowed, required)[0] == SupportCheck.MODALITY
+        # ... nor where the passage defines nothing on it.
+        plain = passage("A firm must disclose a report on mining exploration activities.")
+        covered = "The report may cover activities and expenses of mining exploration."
+        assert finding(checker, covered, plain)[0] == SupportCheck.MODALITY
+
+    def test_what_the_checks_confirm(self) -> None:
+        rule = "An Applicant must satisfy the Regulator that it has sufficient working capital."
+        # The modal on the same matter with a compatible force, and the actors named.
+        assert confirms("The Applicant must satisfy the Regulator that its capital suffices.", rule)
+        # Passing is not confirming: no modal, another force, an actor the passage lacks.
+        assert not confirms("The Applicant has sufficient working capital.", rule)
+        assert not confirms("The Applicant may satisfy the Regulator that it has capital.", rule)
+        assert not confirms("The Issuer must satisfy the Regulator that it has capital.", rule)

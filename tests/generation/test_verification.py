@@ -28,6 +28,7 @@ from generation.drafts import DraftNotFoundError, DraftSentence, DraftVerifier
 from generation.prompt import NOT_COVERED
 from generation.verification import (
     CHECKED_THRESHOLD_KEY,
+    CONFIRMED_THRESHOLD_KEY,
     DEFAULT_SUPPORT_MODEL,
     SUPPORT_SETTINGS_FILE,
     CitationVerifier,
@@ -246,6 +247,48 @@ class TestCheckedVerification:
         ).sentences
         assert (kept.supported, kept.check, kept.citations) == (False, SupportCheck.MODALITY, [1])
 
+    def test_a_wrong_reference_moves_only_to_a_passage_closer_to_the_sentence(self) -> None:
+        """A sentence its cited passage backs, but naming a rule that passage does not name, is
+        about that passage: another passage naming the rule takes it only when the judge finds
+        that one closer; an actor from another passage moves the citation as before."""
+        cited = "A deduction must be calculated on the gross long positions, under Rule 3.10.15."
+        passages = [
+            retrieved("cited", text=cited),
+            retrieved("other", text="For the purposes of Rule 3.10.16, the amount is multiplied."),
+        ]
+
+        class Scores:  # the cited passage backs the sentences best, the other one well enough
+            name, threshold = "fixed", 0.4
+
+            def __init__(self, other: float) -> None:
+                self.other = other
+
+            def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+                return [0.9 if text == cited else self.other for _, text in pairs]
+
+        wrong = "A deduction must be calculated on the gross long positions, under Rule 3.10.16."
+        answer = answer_citing(f"{wrong} [1]", passages)
+        (kept,) = (
+            CitationVerifier(Scores(0.6), checker=FactChecker()).run(answer, passages).sentences
+        )
+        assert (kept.supported, kept.check, kept.citations) == (False, SupportCheck.REFERENCE, [1])
+        (moved,) = (
+            CitationVerifier(Scores(0.95), checker=FactChecker()).run(answer, passages).sentences
+        )
+        assert (moved.supported, moved.citations) == (True, [2])
+        # Not for an actor: an answer sentence may take it from another passage it draws on.
+        actor = [
+            retrieved("cited", text=cited),
+            retrieved("other", text="The Authorised Person must deduct the amount."),
+        ]
+        claim = "The Authorised Person must calculate a deduction on the gross long positions."
+        (drawn,) = (
+            CitationVerifier(Scores(0.6), checker=FactChecker())
+            .run(answer_citing(f"{claim} [1]", actor), actor)
+            .sentences
+        )
+        assert (drawn.supported, drawn.citations) == (True, [2])
+
     def test_a_low_score_says_so(self, judge: CrossEncoderSupportJudge) -> None:
         answer = answer_citing("Encryption keeps stored backups unreadable. [1]", PASSAGES)
         (sentence,) = CitationVerifier(judge, checker=FactChecker()).run(answer, PASSAGES).sentences
@@ -316,8 +359,36 @@ class TestCheckedVerification:
         assert verifier is not None and verifier.checker is not None
         assert verifier.threshold == shipped.get(CHECKED_THRESHOLD_KEY, shipped["threshold"])
         assert verifier.judge.threshold == shipped["threshold"]
+        assert verifier.confirmed_threshold == shipped.get(CONFIRMED_THRESHOLD_KEY)
         chosen = load_verifier(make_settings(tmp_path, support_threshold=0.6))
         assert chosen is not None and chosen.threshold == chosen.judge.threshold == 0.6
+        assert chosen.confirmed_threshold is None  # a set threshold is the only one
+
+    def test_a_sentence_the_checks_confirm_needs_less_of_the_model(self) -> None:
+        rule = "An Applicant must satisfy the Regulator that it has sufficient working capital."
+        passages = [retrieved("rule", text=rule)]
+
+        class Low:  # the model finds the pair weakly supported
+            name, threshold = "low", 0.4
+
+            def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+                return [0.25] * len(pairs)
+
+        def verified(claim: str, confirmed: float | None) -> AnswerSentence:
+            verifier = CitationVerifier(
+                Low(), checker=FactChecker(), threshold=0.3, confirmed_threshold=confirmed
+            )
+            (sentence,) = verifier.run(answer_citing(f"{claim} [1]", passages), passages).sentences
+            return sentence
+
+        confirmed = "The Applicant must satisfy the Regulator that its working capital suffices."
+        assert verified(confirmed, 0.2).supported is True
+        assert verified(confirmed, None).supported is False  # without the lower bar
+        # Passing the checks without their confirming anything (no modal) is not enough.
+        plain = "The Applicant has sufficient working capital for the Regulator."
+        assert verified(plain, 0.2).supported is False
+        with pytest.raises(ValueError, match="confirmed_threshold"):
+            CitationVerifier(Low(), checker=FactChecker(), confirmed_threshold=1.2)
 
     def test_threshold_must_be_a_probability(self, judge: CrossEncoderSupportJudge) -> None:
         with pytest.raises(ValueError, match="threshold"):
