@@ -125,6 +125,7 @@ class Services:
                 self.store,
                 from_top=settings.expand_from_top,
                 max_added=settings.expand_max_added,
+                max_citing=settings.expand_max_citing,
             )
             if expand and settings.expand_references
             else None

@@ -156,10 +156,10 @@ class RetrievedChunk(BaseModel):
         description="The chunk's stored dense vector, when the store returned it: the query path "
         "compares passages with the question without embedding them again.",
     )
-    cited_by: str | None = Field(
+    joins: str | None = Field(
         default=None,
-        description="The retrieved passage (chunk id) whose cross-reference brought this one in; "
-        "None for a passage the search itself found.",
+        description="The retrieved passage (chunk id) a cross-reference brought this one in for: "
+        "the hit cites it, or it cites the hit; None for a passage the search itself found.",
     )
 
 

@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     expand_max_added: int = Field(
         default=3, ge=1, le=50, description="Most cited passages added per query."
     )
+    expand_max_citing: int = Field(
+        default=2,
+        ge=0,
+        le=50,
+        description="Most passages citing a best hit's rule number ('Rule 7.2.1') added per query.",
+    )
     bm25_k1: float = Field(default=1.2, gt=0)
     bm25_b: float = Field(default=0.75, ge=0, le=1)
     bm25_average_length: float = Field(

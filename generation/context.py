@@ -21,7 +21,7 @@ class PartedContext:
 class PartRetriever:
     """Searches each part (a document the part names narrows its search to that document), then
     interleaves the parts' rankings, best first, without repeats, up to the budget; a passage that
-    reference expansion added comes right after the passage citing it, outside the budget.
+    reference expansion added comes right after the hit it joins, outside the budget.
 
     A single-part question is searched exactly as before: one search, `top_k` passages.
     """
@@ -53,12 +53,12 @@ class PartRetriever:
             for part in analysis.parts
         ]
         budget = min(self.max_passages, max(limit, self.per_part * len(rankings)))
-        found = [[hit for hit in ranking if hit.cited_by is None] for ranking in rankings]
-        cites: list[dict[str, list[RetrievedChunk]]] = [{} for _ in rankings]
+        found = [[hit for hit in ranking if hit.joins is None] for ranking in rankings]
+        joined: list[dict[str, list[RetrievedChunk]]] = [{} for _ in rankings]
         for index, ranking in enumerate(rankings):
             for hit in ranking:
-                if hit.cited_by is not None:
-                    cites[index].setdefault(hit.cited_by, []).append(hit)
+                if hit.joins is not None:
+                    joined[index].setdefault(hit.joins, []).append(hit)
         passages: list[RetrievedChunk] = []
         numbers: dict[str, int] = {}
         served: list[list[int]] = [[] for _ in rankings]
@@ -72,8 +72,8 @@ class PartRetriever:
                     if searched >= budget:
                         continue
                     searched += 1
-                # The passages the hit cites come with it, outside the budget.
-                for passage in [hit, *cites[index].get(hit.chunk.chunk_id, [])]:
+                # The passages joined to the hit come with it, outside the budget.
+                for passage in [hit, *joined[index].get(hit.chunk.chunk_id, [])]:
                     chunk_id = passage.chunk.chunk_id
                     if chunk_id not in numbers:
                         passages.append(passage)

@@ -22,8 +22,9 @@ class ExtractiveGenerator:
     The sentences' vectors come from `stored` (ingestion embedded them) where it has them.
 
     A one-part question gets up to `max_sentences` quotes; each part of a multi-part question gets
-    up to `per_part`, so that every part is answered. A passage that one of the top passages cites
-    (reference expansion adds it) is considered too, with one quote more for each.
+    up to `per_part`, so that every part is answered. A passage that reference expansion joined to
+    one of the top passages (one it cites, or one citing it) is considered too, with one quote more
+    for each.
     Every sentence is verbatim from a passage, so every claim is supported by construction; this
     is the default when no model server is configured.
     """
@@ -80,9 +81,9 @@ class ExtractiveGenerator:
                 float(vectors[row[s]] @ query) - _recital_penalty(passages[n - 1])
                 for s, n in options
             ]
-            cited = sum(passages[n - 1].cited_by is not None for n in numbers)
+            joined = sum(passages[n - 1].joins is not None for n in numbers)
             for quote, number in _spread(
-                [options[int(i)] for i in np.argsort(-np.asarray(scores))], limit + cited
+                [options[int(i)] for i in np.argsort(-np.asarray(scores))], limit + joined
             ):
                 quoted.add(quote)
                 chosen.append(AnswerSentence(text=quote, citations=[number], part=index))
@@ -116,12 +117,12 @@ class ExtractiveGenerator:
 
     def _considered(self, part: AnswerPart, passages: list[RetrievedChunk]) -> list[int]:
         """The part's first `passages_considered` passages that its search found, and the
-        passages they cite (reference expansion's): a rule is answered with the rule it refers to.
-        """
-        found = [n for n in part.passages if passages[n - 1].cited_by is None]
+        passages reference expansion joined to them: a rule is answered with the rule it refers
+        to, and with the rule applying it."""
+        found = [n for n in part.passages if passages[n - 1].joins is None]
         top = found[: self.passages_considered]
-        citing = {passages[n - 1].chunk.chunk_id for n in top}
-        return [n for n in part.passages if n in top or passages[n - 1].cited_by in citing]
+        joined = {passages[n - 1].chunk.chunk_id for n in top}
+        return [n for n in part.passages if n in top or passages[n - 1].joins in joined]
 
     def _candidates(
         self, passages: list[RetrievedChunk], considered: list[list[int]]

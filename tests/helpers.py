@@ -174,11 +174,11 @@ def retrieved(
     section: str = "Article 1",
     document_id: str = "gdpr",
     score: float = 0.5,
-    cited_by: str | None = None,
+    joins: str | None = None,
     **fields: object,
 ) -> RetrievedChunk:
     """A retrieved passage built in memory (titled after its document id unless given);
-    `cited_by`: the passage whose reference brought it in."""
+    `joins`: the passage a cross-reference brought it in for."""
     chunk = Chunk.model_validate(
         {
             "chunk_id": chunk_id,
@@ -191,7 +191,7 @@ def retrieved(
             **fields,
         }
     )
-    return RetrievedChunk(chunk=chunk, score=score, cited_by=cited_by)
+    return RetrievedChunk(chunk=chunk, score=score, joins=joins)
 
 
 # GDPR Articles 33 and 5, as two retrieved passages.

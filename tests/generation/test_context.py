@@ -31,7 +31,7 @@ class TestPartRetriever:
             "a": [
                 retrieved("a1"),
                 retrieved("a2"),
-                retrieved("a1-cites", cited_by="a1"),
+                retrieved("a1-cites", joins="a1"),
             ],
             "b": [retrieved("b1"), retrieved("b2")],
         }
@@ -46,7 +46,7 @@ class TestPartRetriever:
             "a": [
                 retrieved("a1"),
                 retrieved("a2"),
-                retrieved("a2-cites", cited_by="a2"),
+                retrieved("a2-cites", joins="a2"),
             ],
             "b": [retrieved("b1")],
         }

@@ -103,7 +103,7 @@ class TestExtractiveGenerator:
             "The controller shall communicate the personal data breach to the data subject "
             "without undue delay.",
             section="Article 34 — Communication of a personal data breach to the data subject",
-            cited_by="art-33",
+            joins="art-33",
         )
         answer = ExtractiveGenerator(embedder, max_sentences=1).generate(
             QUESTION, [PASSAGES[0], cited]

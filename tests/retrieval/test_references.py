@@ -5,7 +5,7 @@ import pytest
 
 from core.models import Principal, SearchMode
 from retrieval.embedder import Embedder
-from retrieval.expansion import ReferenceExpander
+from retrieval.expansion import ReferenceExpander, rule_number
 from retrieval.references import (
     Reference,
     document_codes,
@@ -43,10 +43,16 @@ class TestSectionKeys:
             (None, []),
         ],
     )
-    def test_passage_ids_become_the_keys_they_are_cited_by(
+    def test_passage_ids_become_the_keys_they_are_joins(
         self, section_ref: str | None, expected: list[str]
     ) -> None:
         assert section_keys(section_ref) == expected
+
+    def test_a_rule_number_has_levels(self) -> None:
+        assert rule_number("3.19.7.(2)") == "3.19.7"
+        assert rule_number("Article 33") is None  # "33" is a keyword everywhere
+        assert rule_number("Part 11.Chapter 4.117.") is None
+        assert rule_number(None) is None
 
     def test_document_codes_come_from_the_title(self) -> None:
         assert document_codes("FSMR — FINANCIAL SERVICES AND MARKETS REGULATIONS 2015") == ["FSMR"]
@@ -147,6 +153,12 @@ class TestReferenceExpansion:
             *obliqa_ids(2, "Part 11.Chapter 4.117."),
         ]
 
+    def test_a_passage_citing_the_rule_found_follows_it(self, retrieve) -> None:  # type: ignore[no-untyped-def]
+        question = "How is the figure of interim profits not included in Common Equity Tier 1 used?"
+        assert retrieve(question, PUBLIC, expand=False, top_k=1) == obliqa_ids(1, "3.19.6")
+        # 3.19.3 says "in accordance with Rule 3.19.6"; nothing cites 5.1.1 or 117.
+        assert retrieve(question, PUBLIC, expand=True, top_k=1) == obliqa_ids(1, "3.19.6", "3.19.3")
+
     def test_cited_passage_in_a_restricted_document_is_never_added(self, retrieve) -> None:  # type: ignore[no-untyped-def]
         waiver = obliqa_ids(3, "2.1.1")[0]
         for top_k in (2, 3, 5):
@@ -160,5 +172,7 @@ class TestReferenceExpansion:
                 ReferenceExpander(store, from_top=0)
             with pytest.raises(ValueError):
                 ReferenceExpander(store, max_added=0)
+            with pytest.raises(ValueError):
+                ReferenceExpander(store, max_citing=-1)
         finally:
             store.close()
