@@ -226,8 +226,9 @@ class CitationVerifier:
     The sentences are the generator's (`answer.sentences`, each with its citations); an answer
     without them is split into sentences at its [n] markers. A sentence that is a verbatim span of
     a passage is supported without a model call (`check="quoted"`). The others are scored against
-    every retrieved passage in one judge call (long passages cut into windows of whole sentences
-    that fit the model's input) and checked by the `FactChecker`: a sentence is supported by its
+    the passages they cite in one judge call (long passages cut into windows of whole sentences
+    that fit the model's input), those their citations do not back against every other passage
+    in a second, and checked by the `FactChecker`: a sentence is supported by its
     cited passages when the best of them scores at or above `threshold` and the checks find
     nothing it states that they contradict or lack, or, with `confirmed_threshold`, when it scores
     at or above that lower bar and the checks confirm its modal phrases and actors in them. An
