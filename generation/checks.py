@@ -318,6 +318,11 @@ class Modal:
     def stem(self) -> str:
         return _verb_stem(self.verb)
 
+    @property
+    def matter(self) -> frozenset[str]:
+        """What its clause is about: the content words of its clause and subject, not the verb."""
+        return (self.topic | self.subject) - {self.stem}
+
     def governing(self, verb: str) -> str:
         """How it reads with `verb`: "must not notify", or "shall … notify" further on."""
         return f"{self.modal} {verb}" if verb == self.verb else f"{self.modal} … {verb}"
@@ -602,22 +607,12 @@ _SENTENCES = re.compile(r"(?<=\.)\s+|\n")
 _BOUNDS = frozenset(["within", "under", "below", "above", "less", "more", "up", "between"])
 
 
-def _defines(modal: Modal, text: str) -> bool:
-    """Whether a sentence of the text on the phrase's matter (three of its words besides the
-    verb) defines something: "X is: (a) ...", "X means", "X includes"."""
-    words = (modal.topic | modal.subject) - {modal.stem}
-    return any(
-        _DEFINITION.search(sentence) and len(_content_stems(sentence) & words) >= 3
-        for sentence in _SENTENCES.split(text)
-    )
-
-
-def _excludes(modal: Modal, evidence: str) -> bool:
+def _says_on_matter(modal: Modal, evidence: str, pattern: re.Pattern[str]) -> bool:
     """Whether a sentence of the passage on the phrase's matter (three of its words besides the
-    verb) excludes something: "must not include X" restates "..., other than X"."""
-    words = (modal.topic | modal.subject) - {modal.stem}
+    verb) matches `pattern`: a definition ("X is: (a) ...", "X means") or an exclusion ("must not
+    include X" restates "..., other than X")."""
     return any(
-        _EXCLUSION.search(sentence) and len(_content_stems(sentence) & words) >= 3
+        pattern.search(sentence) and len(_content_stems(sentence) & modal.matter) >= 3
         for sentence in _SENTENCES.split(evidence)
     )
 
@@ -635,7 +630,7 @@ def _stated_plainly(modal: Modal, evidence: str) -> str | None:
     matter (three of the sentence's words besides the verb) and never with a negation nearby:
     "must not reference the earlier disclosure" against "... references the earlier disclosure".
     The words it is stated in, or None."""
-    words = (modal.topic | modal.subject) - {modal.stem}
+    words = modal.matter
     found = None
     for sentence in _SENTENCES.split(evidence):
         uses = [m for m in _WORD.finditer(sentence) if _verb_stem(m.group(0)) == modal.stem]
@@ -722,7 +717,7 @@ def _check_modality(claim: str, evidence: str) -> Mismatch | None:
             stating = {Force.PERMISSION, Force.NO_OBLIGATION}
         else:
             stating = accepted | {f for f in Force if _compatible(modal.force, f)}
-        if modal.force is Force.PROHIBITION and _excludes(modal, evidence):
+        if modal.force is Force.PROHIBITION and _says_on_matter(modal, evidence, _EXCLUSION):
             continue
         if modal.force is Force.PROHIBITION and aligned is None:
             positive = _stated_plainly(modal, evidence)
@@ -738,9 +733,8 @@ def _check_modality(claim: str, evidence: str) -> Mismatch | None:
         # matter ("must ensure the disclosure contains: (1) the types of permits" is).
         scope = modal.force in _ALLOWED and modal.stem in _SCOPE_VERBS
         if scope:
-            words = (modal.topic | modal.subject) - {modal.stem}
-            scope = _defines(modal, evidence) and not any(
-                len((m.topic | m.subject) & words) >= 3 for m in stated
+            scope = _says_on_matter(modal, evidence, _DEFINITION) and not any(
+                len((m.topic | m.subject) & modal.matter) >= 3 for m in stated
             )
         if stated and not scope and not any(m.force in stating for m in stated):
             return Mismatch(

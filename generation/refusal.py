@@ -77,8 +77,8 @@ def foreign_names(
 
 def _names_any(name: str, known: set[str]) -> bool:
     """Whether one of the `known` names is among the name's words ("AI Act" in "EU AI Act")."""
-    words = " ".join(_WORD.findall(name.lower()))
-    return any(re.search(rf"(?<!\S){re.escape(known_name)}(?!\S)", words) for known_name in known)
+    words = f" {' '.join(_WORD.findall(name.lower()))} "
+    return any(f" {known_name} " in words for known_name in known)
 
 
 def _initialisms(text: str) -> set[str]:

@@ -32,6 +32,10 @@ def _narrowed(base: models.Filter, *conditions: models.FieldCondition) -> models
     return models.Filter(must=[*must, *conditions], must_not=base.must_not)
 
 
+def _in_document(document_id: str) -> models.FieldCondition:
+    return models.FieldCondition(key="document_id", match=models.MatchValue(value=document_id))
+
+
 def _reference_filter(base: models.Filter, reference: Reference, document_id: str) -> models.Filter:
     """The caller's filter narrowed to the cited passage: same document unless a code is named."""
     where = (
@@ -39,7 +43,7 @@ def _reference_filter(base: models.Filter, reference: Reference, document_id: st
             key="document_codes", match=models.MatchValue(value=reference.document_code)
         )
         if reference.document_code
-        else models.FieldCondition(key="document_id", match=models.MatchValue(value=document_id))
+        else _in_document(document_id)
     )
     keys = models.FieldCondition(key="ref_keys", match=models.MatchAny(any=reference.keys))
     return _narrowed(base, keys, where)
@@ -120,14 +124,11 @@ class ReferenceExpander:
         number = rule_number(hit.chunk.section_ref)
         if number is None:
             return None
-        same_document = models.FieldCondition(
-            key="document_id", match=models.MatchValue(value=hit.chunk.document_id)
-        )
         found = self._store.search(
             dense=None,
             sparse=self._keywords.encode_query(number),
             limit=_CITING_CANDIDATES,
-            query_filter=_narrowed(query_filter, same_document),
+            query_filter=_narrowed(query_filter, _in_document(hit.chunk.document_id)),
             candidates=_CITING_CANDIDATES,
         )
         citing = [
