@@ -26,6 +26,7 @@ import os
 import re
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the server helpers of tests/helpers.py
 SAMPLE = ROOT / "corpora" / "sample"
 DOCUMENTS = [SAMPLE / "gdpr_consolidated.xhtml", SAMPLE / "eprivacy_consolidated.html"]
 QUESTIONS = [
