@@ -13,7 +13,7 @@ Each model in `--models` is served by `regulus local-llm` (installed and verifie
 `--url URL --model NAME` judges with a server already running instead. The same first
 `--per-kind` sentences of each kind go to every judge.
 
-    .venv/bin/python benchmarks/llm_judge.py --models qwen-0.5b,qwen-1.5b --per-kind 8
+    .venv/bin/python benchmarks/llm_judge.py --models qwen-0.5b,qwen-1.5b --per-kind 15
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 from local_llm_speed import start_server
-from verification import FALSE_ALARMS, balanced, perturbed_splits
+from verification import balanced, perturbed_splits
 
 from eval.training.common import DEFAULT_CORPUS_DIR
 from generation.verification import (
@@ -53,10 +53,6 @@ class Item:
     kind: str
     claim: str
     windows: tuple[str, ...]
-
-    @property
-    def supported(self) -> bool:
-        return self.kind in FALSE_ALARMS
 
 
 def items_of(split: str, answers: int, per_kind: int, seed: int) -> list[Item]:
@@ -111,7 +107,7 @@ def main() -> int:
     parser.add_argument("--model", help="the model name to ask for at --url")
     parser.add_argument("--split", default="DPEL", help="SCHEMA, DPEL or golden")
     parser.add_argument("--answers", type=int, default=30)
-    parser.add_argument("--per-kind", type=int, default=8)
+    parser.add_argument("--per-kind", type=int, default=15)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
