@@ -31,32 +31,31 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 from local_llm_speed import start_server
-from verification import balanced, perturbed_splits
+from verification import FALSE_ALARMS, TARGETED, balanced, perturbed_splits
 
+from core.models import RetrievedChunk
 from eval.training.common import DEFAULT_CORPUS_DIR
 from generation.verification import (
+    CitationVerifier,
     CrossEncoderSupportJudge,
     LLMJudgeVerifier,
     SupportJudge,
     claim_of,
-    passage_windows,
 )
 
-KINDS = (
-    "untouched", "paraphrase", "unrelated", "number", "duration", "modal", "actor", "reference",
-)  # fmt: skip
-WINDOW_WORDS = 150  # the verifier's default
+KINDS = (*FALSE_ALARMS, "unrelated", *TARGETED)
 
 
 @dataclass(frozen=True)
 class Item:
     kind: str
     claim: str
-    windows: tuple[str, ...]
+    passages: list[RetrievedChunk]
+    cited: list[int]
 
 
 def items_of(split: str, answers: int, per_kind: int, seed: int) -> list[Item]:
-    """The first `per_kind` sentences of each kind, each with its cited passages' windows."""
+    """The first `per_kind` sentences of each kind, each with its passages and citations."""
     variants = perturbed_splits(DEFAULT_CORPUS_DIR, [split], answers, 3, seed)[split]
     items: list[Item] = []
     for kind in KINDS:
@@ -65,24 +64,21 @@ def items_of(split: str, answers: int, per_kind: int, seed: int) -> list[Item]:
             for sentence in answer.sentences:
                 if taken == per_kind:
                     break
-                windows = [
-                    window
-                    for n in sentence.citations
-                    for window in passage_windows(passages[n - 1].chunk.text, WINDOW_WORDS)
-                ]
-                items.append(Item(kind, claim_of(sentence.text), tuple(windows)))
+                items.append(Item(kind, claim_of(sentence.text), passages, sentence.citations))
                 taken += 1
     return items
 
 
 def judged(judge: SupportJudge, items: list[Item]) -> tuple[list[bool], list[float]]:
-    """Each item's verdict (its best window at or above the judge's threshold) and seconds."""
+    """Each item's verdict (the judge's support by its cited passages' best window, as the
+    verifier scores it, at or above the judge's threshold) and seconds."""
+    verifier = CitationVerifier(judge)
     verdicts, seconds = [], []
     for item in items:
         started = time.perf_counter()
-        scores = judge.score([(item.claim, window) for window in item.windows])
+        scores = verifier.scores([item.claim], item.passages, [item.cited])
         seconds.append(time.perf_counter() - started)
-        verdicts.append(max(scores) >= judge.threshold)
+        verdicts.append(bool(scores.max() >= judge.threshold))
     return verdicts, seconds
 
 
@@ -115,7 +111,7 @@ def main() -> int:
         parser.error("--url needs --model")
     torch.set_num_threads(1)
     items = items_of(args.split, args.answers, args.per_kind, args.seed)
-    print(f"{len(items)} sentences, {sum(len(i.windows) for i in items)} pairs", flush=True)
+    print(f"{len(items)} sentences", flush=True)
     cross = CrossEncoderSupportJudge()
     results = {"cross-encoder": judged(cross, items)}
     if args.url:
